@@ -8,14 +8,18 @@ from lib.checks import check_image_batch
 
 
 class SimpleCNN(nn.Module):
-    """Two conv-BN-ReLU-maxpool stages, then global average pooling and a linear classifier.
+    """Three conv-BN-ReLU stages (the first two followed by 2x2 pooling), global average pooling, a linear classifier.
 
-    (N, C, 28, 28) -> conv 3x3 -> (N, w, 28, 28) -> pool -> (N, w, 14, 14)
-                   -> conv 3x3 -> (N, 2w, 14, 14) -> pool -> (N, 2w, 7, 7) -> GAP -> (N, 2w) -> fc
+    (N, C, 28, 28) -> conv 3x3 -> (N, w, 28, 28)   -> pool -> (N, w, 14, 14)
+                   -> conv 3x3 -> (N, 2w, 14, 14)  -> pool -> (N, 2w, 7, 7)
+                   -> conv 3x3 -> (N, 4w, 7, 7)    -> GAP  -> (N, 4w) -> fc -> (N, num_classes)
     """
 
-    def __init__(self, *, in_channels: int = 1, num_classes: int = 10, width: int = 32, pool: str = "max"):
+    def __init__(self, *, in_channels: int = 1, num_classes: int = 10, width: int = 32, pool: str = "max",
+                 head: str = "gap", image_size: int = 28):
         super().__init__()
+        if pool not in ("max", "avg") or head not in ("gap", "flatten"):
+            raise ValueError(f"SimpleCNN takes pool='max'|'avg' and head='gap'|'flatten', got {pool!r}, {head!r}")
         self.in_channels = in_channels
         Pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pool]
         self.features = nn.Sequential(
@@ -23,13 +27,16 @@ class SimpleCNN(nn.Module):
             Pool(2),
             nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
             Pool(2),
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1, bias=False), nn.BatchNorm2d(4 * width), nn.ReLU(inplace=True),
         )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2 * width, num_classes)
+        # "gap": average each of the 4w maps to one number; "flatten": keep all 4w * (H/4) * (W/4) numbers
+        side = image_size // 4
+        self.pool = nn.AdaptiveAvgPool2d(1) if head == "gap" else nn.Identity()
+        self.fc = nn.Linear(4 * width * (1 if head == "gap" else side * side), num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, model="SimpleCNN", in_channels=self.in_channels, min_size=4)
-        return self.features(x)  # (N, 2w, H/4, W/4)
+        return self.features(x)  # (N, 4w, H/4, W/4)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(x).flatten(1))  # (N, num_classes)
@@ -38,6 +45,8 @@ class SimpleCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def simple_cnn(*, in_channels: int = 1, num_classes: int = 10, width: int = 32, pool: str = "max") -> SimpleCNN:
-    """The course's baseline: a two-stage CNN with global average pooling."""
-    return SimpleCNN(in_channels=in_channels, num_classes=num_classes, width=width, pool=pool)
+def simple_cnn(*, in_channels: int = 1, num_classes: int = 10, width: int = 32, pool: str = "max",
+               head: str = "gap", image_size: int = 28) -> SimpleCNN:
+    """The course's baseline: a three-stage CNN with a global-average-pooling (or flatten) head."""
+    return SimpleCNN(in_channels=in_channels, num_classes=num_classes, width=width, pool=pool, head=head,
+                     image_size=image_size)

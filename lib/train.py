@@ -1,0 +1,204 @@
+"""The training loop every chapter shares: ``fit``, ``evaluate``, seeding, devices and checkpoints.
+
+    history = fit(model, train_loader, val_loader, epochs=3, lr=1e-3)
+    history.frame()          # one row per epoch: losses, accuracies, seconds, images/s
+    evaluate(model, test_loader)
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and torch so that a run repeats (on the same machine and library versions)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def get_device(prefer: str = "auto") -> torch.device:
+    """``"auto"``: CUDA if present, then Apple's MPS, else the CPU."""
+    if prefer != "auto":
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _progress(iterable, *, total: int, desc: str, enabled: bool):
+    """tqdm's notebook bar in Jupyter, a text bar in a terminal; plain text while a book builds."""
+    if not enabled:
+        return iterable
+    if os.environ.get("CNN_COURSE_PLAIN_PROGRESS"):
+        from tqdm import tqdm
+        return tqdm(iterable, total=total, desc=desc, leave=False, mininterval=5, ascii=True)
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+@dataclass
+class History:
+    """Per-epoch record of a ``fit`` run."""
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    def frame(self):
+        import pandas as pd
+        return pd.DataFrame(self.epochs).set_index("epoch")
+
+    @property
+    def seconds(self) -> float:
+        return sum(e["seconds"] for e in self.epochs)
+
+    @property
+    def images_per_second(self) -> float:
+        images = sum(e["train_images"] for e in self.epochs)
+        return images / max(self.seconds, 1e-9)
+
+    def last(self, key: str) -> float:
+        return self.epochs[-1][key]
+
+    def report(self) -> str:
+        e = self.epochs[-1]
+        val = f", val acc {e['val_acc']:.3f}" if "val_acc" in e else ""
+        return (f"{len(self.epochs)} epochs in {self.seconds:.1f} s ({self.images_per_second:,.0f} images/s): "
+                f"train acc {e['train_acc']:.3f}{val}")
+
+
+def _batches(loader: DataLoader, max_batches: int | None):
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield batch
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, *, device: torch.device | str | None = None,
+             loss_fn: nn.Module | None = None, max_batches: int | None = None) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` over ``loader`` in eval mode (the mode is restored after)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    was_training = model.training
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in _batches(loader, max_batches):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        total_loss += loss_fn(logits, y).item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+    model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluate got an empty loader: check the dataset and the subset size")
+    return {"loss": total_loss / seen, "acc": correct / seen}
+
+
+def make_optimizer(model: nn.Module | list, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = model.parameters() if isinstance(model, nn.Module) else model  # a module, or parameter groups
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+    raise ValueError(f"unknown optimizer {name!r}: use 'adam', 'adamw', 'sgd' or pass a torch.optim.Optimizer")
+
+
+def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None, *, epochs: int = 1,
+        lr: float = 1e-3, optimizer: str | torch.optim.Optimizer = "adam", weight_decay: float = 0.0,
+        schedule: str | None = None, device: torch.device | str | None = None, progress: bool = True,
+        max_batches: int | None = None, loss_fn: nn.Module | None = None) -> History:
+    """Train ``model`` for ``epochs`` and return its :class:`History`.
+
+    ``optimizer`` is a name ('adam', 'adamw', 'sgd') or a ready optimizer (e.g. with per-stage parameter
+    groups); ``schedule='cosine'`` anneals the learning rate to zero over all steps. ``max_batches`` caps
+    the batches per epoch (for quick checks). Validation runs after every epoch when a loader is given.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    device = get_device() if device is None else torch.device(device)
+    model.to(device)
+    loss_fn = loss_fn or nn.CrossEntropyLoss()
+    opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else make_optimizer(model, optimizer, lr, weight_decay)
+    steps_per_epoch = len(train_loader) if max_batches is None else min(max_batches, len(train_loader))
+    sched = None
+    if schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    elif schedule is not None:
+        raise ValueError(f"unknown schedule {schedule!r}: use None or 'cosine'")
+    history = History()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = _progress(_batches(train_loader, max_batches), total=steps_per_epoch,
+                        desc=f"epoch {epoch}/{epochs}", enabled=progress)
+        for x, y in bar:
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            if progress and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        seconds = time.perf_counter() - start
+        if seen == 0:
+            raise ValueError("fit got an empty training loader: check the dataset and the subset size")
+        if not torch.isfinite(torch.tensor(total_loss)):
+            raise FloatingPointError(f"the training loss became {total_loss} in epoch {epoch}: "
+                                     f"lower the learning rate (lr={lr})")
+        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
+               "seconds": seconds, "train_images": seen, "images_per_s": seen / seconds}
+        if val_loader is not None:
+            val = evaluate(model, val_loader, device=device, loss_fn=loss_fn)
+            row |= {"val_loss": val["loss"], "val_acc": val["acc"]}
+        history.epochs.append(row)
+    return history
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, *, meta: dict[str, Any] | None = None,
+                    history: History | None = None) -> Path:
+    """Save the weights with a JSON-able ``meta`` (architecture name, arguments, provenance) beside them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"state_dict": model.state_dict(), "meta": dict(meta or {}),
+               "history": asdict(history) if history is not None else None}
+    json.dumps(payload["meta"])  # fail now, not at load time, if meta is not plain data
+    tmp = path.with_suffix(path.suffix + ".part")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path, model: nn.Module | None = None, *, strict: bool = True) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (into ``model`` if given); return its payload."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train one first (see the chapter's experiment command)")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise ValueError(f"{path} is not a checkpoint written by lib.train.save_checkpoint")
+    if model is not None:
+        model.load_state_dict(payload["state_dict"], strict=strict)
+    return payload
