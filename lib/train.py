@@ -152,6 +152,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             x, y = x.to(device), y.to(device)
             logits = model(x)
             loss = loss_fn(logits, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch}: lower the "
+                                         f"learning rate (lr={lr}) or check the inputs for NaN/inf")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -165,9 +168,6 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         seconds = time.perf_counter() - start
         if seen == 0:
             raise ValueError("fit got an empty training loader: check the dataset and the subset size")
-        if not torch.isfinite(torch.tensor(total_loss)):
-            raise FloatingPointError(f"the training loss became {total_loss} in epoch {epoch}: "
-                                     f"lower the learning rate (lr={lr})")
         row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
                "seconds": seconds, "train_images": seen, "images_per_s": seen / seconds}
         if val_loader is not None:
