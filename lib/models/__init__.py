@@ -1,6 +1,23 @@
-"""Model families, one file each; shared blocks live in ``blocks.py``."""
+"""Model families, one file each; shared blocks live in ``blocks.py``; ``build(name)`` reaches them all."""
 from __future__ import annotations
 
+from lib.models.efficientnet import (EfficientNet, efficientnet_b0, efficientnet_b1, efficientnet_b2,
+                                     efficientnet_b3, efficientnet_b4, efficientnet_b5, efficientnet_b6,
+                                     efficientnet_b7)
+from lib.models.registry import MODELS, SMALL_ONLY, TORCHVISION_TWINS, build, default_input_size
+from lib.models.resnet import (ResNet, resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56,
+                               resnet101, resnet110, resnet152)
 from lib.models.simple import SimpleCNN, simple_cnn
+from lib.models.vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+from lib.models.vit import VisionTransformer, attention_maps, vit_b_16, vit_b_32, vit_l_16, vit_small_28, vit_tiny_28
 
-__all__ = ["SimpleCNN", "simple_cnn"]
+__all__ = [
+    "MODELS", "TORCHVISION_TWINS", "SMALL_ONLY", "build", "default_input_size",
+    "SimpleCNN", "simple_cnn",
+    "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+    "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+    "EfficientNet", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
+    "VisionTransformer", "attention_maps", "vit_b_16", "vit_b_32", "vit_l_16", "vit_tiny_28", "vit_small_28",
+]
