@@ -41,8 +41,11 @@ def get_device(prefer: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def _progress(iterable, *, total: int, desc: str, enabled: bool):
-    """tqdm's notebook bar in Jupyter, a text bar in a terminal; plain text while a book builds."""
+def _progress(iterable, *, total: int, desc: str, enabled: bool | None):
+    """tqdm's notebook bar in Jupyter, a text bar in a terminal. ``enabled=None`` means on, unless
+    ``CNN_COURSE_PROGRESS=0`` (the book build sets it: a static page has no use for a moving bar)."""
+    if enabled is None:
+        enabled = os.environ.get("CNN_COURSE_PROGRESS", "1") != "0"
     if not enabled:
         return iterable
     if os.environ.get("CNN_COURSE_PLAIN_PROGRESS"):
@@ -121,13 +124,14 @@ def make_optimizer(model: nn.Module | list, name: str, lr: float, weight_decay: 
 
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None, *, epochs: int = 1,
         lr: float = 1e-3, optimizer: str | torch.optim.Optimizer = "adam", weight_decay: float = 0.0,
-        schedule: str | None = None, device: torch.device | str | None = None, progress: bool = True,
+        schedule: str | None = None, device: torch.device | str | None = None, progress: bool | None = None,
         max_batches: int | None = None, loss_fn: nn.Module | None = None) -> History:
     """Train ``model`` for ``epochs`` and return its :class:`History`.
 
     ``optimizer`` is a name ('adam', 'adamw', 'sgd') or a ready optimizer (e.g. with per-stage parameter
     groups); ``schedule='cosine'`` anneals the learning rate to zero over all steps. ``max_batches`` caps
     the batches per epoch (for quick checks). Validation runs after every epoch when a loader is given.
+    ``progress``: a tqdm bar per epoch (default: on, unless ``CNN_COURSE_PROGRESS=0``).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -163,7 +167,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
-            if progress and hasattr(bar, "set_postfix"):
+            if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
         seconds = time.perf_counter() - start
         if seen == 0:
