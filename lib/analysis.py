@@ -187,7 +187,8 @@ def linearised_copy(model: nn.Module, *, include_global: bool = False) -> nn.Mod
     * activations -> identity (ReLU passes gradient only where its input is positive);
     * squeeze-excitation gates -> identity unless ``include_global``: their global average pool would
       connect every pixel to every unit, and by convention the receptive field counts local paths.
-    Functional calls inside ``forward`` (``F.max_pool2d``, ``F.relu``) cannot be replaced: use modules.
+    Only modules and parameters are changed: functional calls inside ``forward`` (``F.max_pool2d``,
+    ``F.relu``) and branches combined by subtraction can still mask or cancel paths.
     """
     probe = copy.deepcopy(model).eval().double()
     for name, m in list(probe.named_modules()):

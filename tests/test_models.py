@@ -1,0 +1,484 @@
+"""lib.models checked against torchvision (weights copied, logits compared), published parameter counts,
+and invariants over the whole registry (shape, finite values, a gradient for every parameter).
+
+Big models are built under ``torch.device("meta")`` (no memory, no initialisation time): torchvision's is
+then given random, well-scaled weights, and ``lib``'s takes them with ``load_state_dict(strict=True,
+assign=True)``, so both share one copy. Full 224x224 comparisons, one per family, are marked slow.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models import _utils as tv_utils
+from torchvision.models import efficientnet as tv_efficientnet
+from torchvision.models import resnet as tv_resnet
+from torchvision.models import vision_transformer as tv_vit
+from torchvision.ops import misc as tv_misc
+
+from lib.models import MODELS, SMALL_ONLY, TORCHVISION_TWINS, build, default_input_size
+from lib.models import blocks
+from lib.models.efficientnet import B0_STAGES, SCALINGS, compound_scale
+from lib.models.resnet import ResNet
+from lib.models.vit import attention_maps
+
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tests run many small tensors, where a second thread costs more in synchronisation than it
+    saves, and on a shared 2-core machine OpenMP's spin-waiting can make a 0.1 s forward take 10 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SLOW_TWINS = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "vit_l_16"}
+TWINS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TWINS else n for n in TORCHVISION_TWINS]
+
+
+def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Overwrite every floating-point parameter and buffer with random values of a sensible scale (weights
+    N(0, 1/fan_in), norm scales and running variances in [0.75, 1.25], biases and means N(0, 0.05)), so
+    that a wrongly wired layer changes the logits. Works on a model fresh from ``to_empty``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+            if not t.is_floating_point():
+                t.zero_()
+                continue
+            last = name.rpartition(".")[2]
+            if last == "running_var" or (t.dim() == 1 and "weight" in last):
+                t.copy_(torch.rand(t.shape, generator=g) * 0.5 + 0.75)
+            elif t.dim() >= 2:
+                t.copy_(torch.randn(t.shape, generator=g) * t[0].numel() ** -0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.05)
+    return model
+
+
+def twins(name: str, **kwargs) -> tuple[nn.Module, nn.Module]:
+    """(lib model, torchvision model) in eval mode sharing one set of random weights."""
+    with torch.device("meta"):
+        tv = torchvision.models.get_model(TORCHVISION_TWINS[name], **kwargs)
+        lib = build(name, **kwargs)
+    tv = randomize_(tv.to_empty(device="cpu")).eval()
+    lib.load_state_dict(tv.state_dict(), strict=True, assign=True)
+    return lib.eval(), tv
+
+
+def max_logit_diff(lib: nn.Module, tv: nn.Module, x: torch.Tensor) -> float:
+    with torch.inference_mode():
+        a, b = lib(x), tv(x)
+    assert a.shape == b.shape == (x.shape[0], 1000)
+    assert b.abs().max() > 1e-2, "degenerate comparison: torchvision's logits are all about zero"
+    return (a - b).abs().max().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision parity: the same weights give the same logits
+# ---------------------------------------------------------------------------------------------
+def _small_check(name: str) -> tuple[dict, int]:
+    """Builder kwargs and image size for a quick comparison (VGG's adaptive pooling takes 32x32; a ViT
+    must be built for the size it is fed)."""
+    if name.startswith("vgg"):
+        return {}, 32
+    if name.startswith("vit"):
+        return {"image_size": 64}, 64
+    return {}, 64
+
+
+@pytest.mark.parametrize("name", TWINS)
+def test_logits_match_torchvision(name):
+    kwargs, size = _small_check(name)
+    lib, tv = twins(name, **kwargs)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    assert max_logit_diff(lib, tv, x) <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vgg16_bn", "resnet50", "efficientnet_b0", "vit_b_16"])
+def test_logits_match_torchvision_at_224(name):
+    lib, tv = twins(name)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    assert max_logit_diff(lib, tv, x) <= 1e-4
+
+
+@pytest.mark.parametrize("name, kwargs, size", [
+    ("resnet18", {}, 64), ("vgg11", {}, 32), ("efficientnet_b0", {}, 64), ("vit_b_32", {"image_size": 64}, 64)])
+def test_torchvision_state_dict_loads_into_an_initialised_model(name, kwargs, size):
+    torch.manual_seed(0)
+    tv = randomize_(torchvision.models.get_model(name, **kwargs)).eval()
+    lib = build(name, **kwargs).eval()
+    result = lib.load_state_dict(tv.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(2, 3, size, size)
+    assert max_logit_diff(lib, tv, x) <= 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Published parameter counts
+# ---------------------------------------------------------------------------------------------
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION_TWINS))
+def test_parameter_count_equals_torchvision_metadata(name):
+    with torch.device("meta"):
+        model = build(name)
+    weights = torchvision.models.get_model_weights(TORCHVISION_TWINS[name]).IMAGENET1K_V1
+    assert _params(model) == weights.meta["num_params"]
+
+
+@pytest.mark.parametrize("name, count", [
+    ("vgg16", 138_357_544), ("resnet50", 25_557_032), ("efficientnet_b0", 5_288_548), ("vit_b_16", 86_567_656)])
+def test_parameter_count_pinned(name, count):
+    with torch.device("meta"):
+        assert _params(build(name)) == count
+
+
+@pytest.mark.parametrize("name, millions, exact", [
+    # He et al. 2015, Table 6 (CIFAR-10): parameters in millions, as printed; exact counts pinned.
+    ("resnet20", 0.27, 269_722), ("resnet32", 0.46, 464_154), ("resnet44", 0.66, 658_586),
+    ("resnet56", 0.85, 853_018), ("resnet110", 1.7, 1_727_962)])
+def test_cifar_resnet_parameter_counts_match_he_et_al(name, millions, exact):
+    n = _params(build(name))
+    assert round(n / 1e6, 2 if millions < 1 else 1) == millions
+    assert n == exact
+
+
+def test_cifar_resnet_depth_is_6n_plus_2():
+    for name, depth in [("resnet20", 20), ("resnet56", 56), ("resnet110", 110)]:
+        model = build(name)
+        weighted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        assert len(weighted) == depth  # option A shortcuts have no convolution
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole registry: shapes, finite outputs, gradients
+# ---------------------------------------------------------------------------------------------
+REGISTRY = [pytest.param(n, marks=pytest.mark.slow) if n == "vit_l_16" else n for n in MODELS]
+
+
+@pytest.mark.parametrize("name", REGISTRY)
+def test_registry_small_form_trains(name):
+    """The small-input form: output shape, finite outputs and a gradient for every parameter."""
+    torch.manual_seed(0)
+    c, h, w = default_input_size(name, small_input=True)
+    model = build(name, num_classes=7, small_input=True).train()
+    out = model(torch.randn(2, c, h, w))
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+    F.cross_entropy(out, torch.tensor([0, 6])).backward()  # nonzero even for a zero-initialised head
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, f"{name}: no (finite) gradient for {missing[:5]}"
+    assert any(p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+CNN_SMALL = [n for n in MODELS if not n.startswith("vit")]
+
+
+@pytest.mark.parametrize("name", CNN_SMALL)
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])
+def test_small_cnn_forms_take_fashion_mnist_and_cifar_images(name, channels, size):
+    model = build(name, num_classes=10, in_channels=channels, small_input=True).eval()
+    with torch.no_grad():
+        features = model.forward_features(torch.randn(2, channels, size, size))
+        out = model.forward_head(features)
+    assert features.dim() == 4 and features.shape[-1] >= 1
+    assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_28", "vit_small_28", "vit_b_16"])
+def test_small_vits_take_fashion_mnist_and_cifar_images(name):
+    for channels, size in [(1, 28), (3, 32)]:
+        model = build(name, num_classes=10, in_channels=channels, small_input=True, image_size=size).eval()
+        with torch.no_grad():
+            tokens = model.forward_features(torch.randn(2, channels, size, size))
+        assert tokens.shape == (2, (size // 4) ** 2 + 1, model.hidden_dim)  # 4x4 patches plus the class token
+        assert model.forward_head(tokens).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("vgg16", (512, 7, 7)), ("resnet50", (2048, 7, 7)), ("efficientnet_b0", (1280, 7, 7)), ("vit_b_16", (197, 768))])
+def test_forward_features_shape_at_224(name, shape):
+    with torch.device("meta"):
+        model = build(name)
+        assert model.forward_features(torch.empty(1, 3, 224, 224)).shape == (1, *shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------
+FAMILY_SAMPLES = ["vgg11", "resnet18", "resnet20", "efficientnet_b0", "vit_b_32", "vit_tiny_28", "simple_cnn"]
+
+
+@pytest.mark.parametrize("name", FAMILY_SAMPLES)
+def test_wrong_channels_name_model_expected_and_given(name):
+    c, h, w = default_input_size(name)
+    with torch.device("meta"):
+        model = build(name)
+        x = torch.empty(1, c + 1, h, w)
+    with pytest.raises(ValueError) as err:
+        model(x)
+    msg = str(err.value)
+    assert name in msg.lower().replace("simplecnn", "simple_cnn")
+    assert f"expects {c} input channels" in msg and f"got {c + 1}" in msg
+
+
+@pytest.mark.parametrize("name", FAMILY_SAMPLES)
+def test_too_small_image_names_model_and_minimum(name):
+    c, h, w = default_input_size(name)
+    with torch.device("meta"):
+        model = build(name)
+        x = torch.empty(1, c, 3, 3)
+    with pytest.raises(ValueError) as err:
+        model(x)
+    msg = str(err.value)
+    assert name in msg.lower().replace("simplecnn", "simple_cnn")
+    assert "at least" in msg and "3x3" in msg
+
+
+def test_vit_wrong_image_size_says_what_it_was_built_for():
+    model = build("vit_tiny_28")
+    with pytest.raises(ValueError, match=r"vit_tiny_28 was built for 28x28 .* image_size=32"):
+        model(torch.randn(1, 1, 32, 32))
+
+
+def test_min_size_is_the_downsampling_factor():
+    for name, small, m in [("vgg16", False, 32), ("vgg16", True, 16), ("resnet50", False, 32),
+                           ("resnet50", True, 8), ("resnet20", True, 4), ("efficientnet_b3", False, 32),
+                           ("efficientnet_b3", True, 16)]:
+        with torch.device("meta"):
+            model = build(name, small_input=small).eval()
+            model(torch.empty(1, 3, m, m))  # the smallest accepted size runs
+            with pytest.raises(ValueError, match=f"at least {m}x{m}"):
+                model(torch.empty(1, 3, m - 1, m - 1))
+
+
+def test_build_unknown_name_lists_the_models():
+    with pytest.raises(KeyError, match="resnet50.*vgg16|vgg16.*resnet50"):
+        build("resnet51")
+
+
+@pytest.mark.parametrize("name", list(SMALL_ONLY))
+def test_small_only_models_refuse_imagenet_form(name):
+    with pytest.raises(ValueError, match="small-input|CIFAR"):
+        build(name, small_input=False)
+
+
+def test_builders_are_keyword_only():
+    for name, builder in MODELS.items():
+        with pytest.raises(TypeError):
+            builder(10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks, checked one at a time against torchvision on random configurations
+# ---------------------------------------------------------------------------------------------
+def _same(a: nn.Module, b: nn.Module, x: torch.Tensor, train: bool = False) -> None:
+    b.load_state_dict(randomize_(a).state_dict(), strict=True)
+    a.train(train), b.train(train)
+    torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
+
+
+def _configs(n: int, seed: int) -> list[random.Random]:
+    return [random.Random(seed * 1000 + i) for i in range(n)]
+
+
+@pytest.mark.parametrize("rng", _configs(12, 1))
+def test_conv_bn_act_equals_torchvision(rng):
+    k, s, d = rng.choice([1, 3, 5]), rng.choice([1, 2]), rng.choice([1, 2])
+    groups = rng.choice([1, 2, 4])
+    c_in, c_out = groups * rng.randint(1, 4), groups * rng.randint(1, 4)
+    act, norm = rng.choice([nn.ReLU, nn.SiLU, None]), rng.choice([nn.BatchNorm2d, None])
+    mine = blocks.ConvBNAct(c_in, c_out, k, s, groups=groups, dilation=d, norm=norm, act=act)
+    theirs = tv_misc.Conv2dNormActivation(c_in, c_out, k, s, groups=groups, dilation=d, norm_layer=norm,
+                                          activation_layer=act)
+    _same(mine, theirs, torch.randn(2, c_in, rng.randint(9, 16), rng.randint(9, 16)))
+
+
+@pytest.mark.parametrize("rng", _configs(6, 2))
+def test_squeeze_excitation_equals_torchvision(rng):
+    c, s = rng.randint(2, 32), rng.randint(1, 8)
+    _same(blocks.SqueezeExcitation(c, s), tv_misc.SqueezeExcitation(c, s, activation=nn.SiLU),
+          torch.randn(3, c, rng.randint(1, 9), rng.randint(1, 9)))
+
+
+@pytest.mark.parametrize("rng", _configs(8, 3))
+def test_mbconv_equals_torchvision(rng):
+    e, k, s = rng.choice([1, 4, 6]), rng.choice([3, 5]), rng.choice([1, 2])
+    c_in = 8 * rng.randint(1, 4)
+    c_out = c_in if rng.random() < 0.5 else 8 * rng.randint(1, 4)
+    mine = blocks.MBConv(c_in, c_out, s, expand_ratio=e, kernel_size=k)
+    cnf = tv_efficientnet.MBConvConfig(e, k, s, c_in, c_out, 1)
+    theirs = tv_efficientnet.MBConv(cnf, 0.0, nn.BatchNorm2d)
+    _same(mine, theirs, torch.randn(2, c_in, 10, 10))
+    assert mine.use_res_connect == theirs.use_res_connect
+
+
+@pytest.mark.parametrize("rng", _configs(8, 4))
+def test_residual_blocks_equal_torchvision(rng):
+    stride = rng.choice([1, 2])
+    x_size = rng.randint(5, 12)
+    # basic block
+    c_in, c_out = rng.choice([8, 16]), rng.choice([8, 16])
+    down = None
+    if stride != 1 or c_in != c_out:
+        down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+    _same(blocks.BasicBlock(c_in, c_out, stride), tv_resnet.BasicBlock(c_in, c_out, stride, down),
+          torch.randn(2, c_in, x_size, x_size))
+    # bottleneck: torchvision's `planes` is the width, its output 4 * planes
+    planes = rng.choice([4, 8])
+    c_in, c_out = rng.choice([16, 32]), 4 * planes
+    down = None
+    if stride != 1 or c_in != c_out:
+        down = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+    _same(blocks.Bottleneck(c_in, c_out, stride), tv_resnet.Bottleneck(c_in, planes, stride, down),
+          torch.randn(2, c_in, x_size, x_size))
+
+
+@pytest.mark.parametrize("rng", _configs(6, 5))
+def test_attention_and_encoder_block_equal_torchvision(rng):
+    heads = rng.choice([1, 2, 4])
+    dim, length, n = heads * rng.choice([4, 8, 16]), rng.randint(1, 20), rng.randint(1, 3)
+    x = torch.randn(n, length, dim)
+    mha = randomize_(nn.MultiheadAttention(dim, heads, batch_first=True))
+    mine = blocks.MultiheadSelfAttention(dim, heads)
+    mine.load_state_dict(mha.state_dict(), strict=True)
+    expected, weights = mha(x, x, x, need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(mine(x), expected, rtol=1e-5, atol=1e-5)
+    mine.store_attention = True  # the explicit path gives the same output and keeps the softmax
+    torch.testing.assert_close(mine(x), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mine.attention, weights, rtol=1e-5, atol=1e-5)
+
+    mlp_dim = rng.choice([8, 32])
+    _same(blocks.EncoderBlock(dim, heads, mlp_dim), tv_vit.EncoderBlock(heads, dim, mlp_dim, 0.0, 0.0), x)
+
+
+def test_mlp_keys_and_values_equal_torchvision():
+    mine, theirs = blocks.MLP(16, 64), tv_vit.MLPBlock(16, 64, 0.0)
+    assert list(mine.state_dict()) == list(theirs.state_dict())
+    _same(mine, theirs, torch.randn(2, 5, 16))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.8, 1.0])
+def test_stochastic_depth_equals_torchvision(p):
+    x = torch.randn(64, 3, 4, 4)
+    torch.manual_seed(0)
+    mine = blocks.StochasticDepth(p).train()(x)
+    torch.manual_seed(0)
+    theirs = torchvision.ops.stochastic_depth(x, p, "row", training=True)
+    torch.testing.assert_close(mine, theirs)
+    assert torch.equal(blocks.StochasticDepth(p).eval()(x), x)
+    kept = mine.flatten(1).abs().sum(1) > 0  # whole rows are dropped or kept (and rescaled)
+    if 0 < p < 1:
+        torch.testing.assert_close(mine[kept], x[kept] / (1 - p))
+    with pytest.raises(ValueError):
+        blocks.StochasticDepth(1.5)
+
+
+def test_zero_pad_shortcut_subsamples_and_pads_without_parameters():
+    x = torch.randn(2, 16, 9, 9)
+    sc = blocks.make_shortcut(16, 32, 2, "A")
+    y = sc(x)
+    assert y.shape == (2, 32, 5, 5) and not list(sc.parameters())
+    assert torch.equal(y[:, :16], x[:, :, ::2, ::2]) and not y[:, 16:].any()
+    # the same output size as the 3x3 stride-2 convolution of the residual branch
+    assert nn.Conv2d(16, 32, 3, 2, 1)(x).shape == y.shape
+    assert blocks.make_shortcut(16, 16, 1, "A") is None and blocks.make_shortcut(16, 16, 1, "B") is None
+
+
+@pytest.mark.parametrize("v", [3.0, 8, 12.5, 16 * 1.1, 24 * 1.4, 40 * 1.8, 320 * 2.0, 112 * 1.2, 1000 / 3])
+def test_make_divisible_equals_torchvision(v):
+    assert blocks.make_divisible(v, 8) == tv_utils._make_divisible(v, 8)
+
+
+def test_make_stage_is_pure_and_places_stride_and_channels():
+    stage = blocks.make_stage(blocks.BasicBlock, 16, 32, 3, 2)
+    assert isinstance(stage, nn.Sequential) and len(stage) == 3
+    assert stage[0].conv1.in_channels == 16 and stage[0].conv1.stride == (2, 2)
+    assert all(b.conv1.in_channels == 32 and b.conv1.stride == (1, 1) for b in stage[1:])
+    assert stage[0].downsample is not None and stage[1].downsample is None
+    assert stage(torch.randn(1, 16, 8, 8)).shape == (1, 32, 4, 4)
+    again = blocks.make_stage(blocks.BasicBlock, 16, 32, 3, 2)
+    assert again[0].conv1.weight is not stage[0].conv1.weight
+    with pytest.raises(ValueError):
+        blocks.make_stage(blocks.BasicBlock, 16, 32, 0, 1)
+
+
+class _DoubleWidthBlock(nn.Module):
+    """A stand-in for a student's block: a 3x3 convolution to ``c_out`` channels, with ``expansion = 2``."""
+
+    expansion = 2
+
+    def __init__(self, c_in, c_out, stride=1, *, note=""):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+
+    def forward(self, x):
+        return torch.relu(self.bn1(self.conv1(x)))
+
+
+@pytest.mark.parametrize("block", [_DoubleWidthBlock, functools.partial(_DoubleWidthBlock, note="partial")])
+def test_resnet_is_generic_over_the_block_and_its_expansion(block):
+    model = ResNet(block, [1, 2], widths=(8, 16), num_classes=3, stem="cifar")
+    assert model.layer1[0].conv1.out_channels == 16 and model.layer2[1].conv1.out_channels == 32
+    assert model.fc.in_features == 32
+    assert model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+
+
+def test_zero_init_residual_zeroes_last_bn_of_every_block():
+    for name, bn in [("resnet18", "bn2"), ("resnet50", "bn3"), ("resnet20", "bn2")]:
+        model = build(name, zero_init_residual=True)
+        for stage in model.stages():
+            for b in stage:
+                assert not getattr(b, bn).weight.any()
+        assert build(name).layer1[0].bn2.weight.all()
+
+
+def test_init_follows_the_papers():
+    torch.manual_seed(0)
+    model = build("resnet50")
+    conv = model.layer3[0].conv2
+    fan_out = conv.out_channels * 9
+    assert abs(conv.weight.std().item() / (2 / fan_out) ** 0.5 - 1) < 0.05  # Kaiming normal, fan_out
+    assert model.bn1.weight.eq(1).all() and not model.bn1.bias.any()
+    vit = build("vit_tiny_28")
+    assert not vit.heads.head.weight.any() and not vit.class_token.any()
+    assert abs(vit.encoder.pos_embedding.std().item() / 0.02 - 1) < 0.2
+
+
+def test_efficientnet_compound_scaling_matches_torchvision_and_is_pure():
+    before = B0_STAGES
+    for name, sc in SCALINGS.items():
+        mine = compound_scale(B0_STAGES, width=sc.width, depth=sc.depth)
+        theirs, _ = tv_efficientnet._efficientnet_conf(name, width_mult=sc.width, depth_mult=sc.depth)
+        assert [(s.c_in, s.c_out, s.num_layers, s.expand_ratio, s.kernel_size, s.stride) for s in mine] == \
+               [(t.input_channels, t.out_channels, t.num_layers, t.expand_ratio, t.kernel, t.stride) for t in theirs]
+    assert B0_STAGES is before and B0_STAGES[0].c_in == 32  # the table itself is untouched
+    b7 = build("efficientnet_b7", stochastic_depth_prob=0.2)
+    sd = [m.stochastic_depth.p for m in b7.modules() if isinstance(m, blocks.MBConv)]
+    assert sd[0] == 0.0 and sd == sorted(sd) and sd[-1] < 0.2  # linear in the block index
+
+
+def test_attention_maps_are_softmax_rows_and_leave_the_fast_path_on():
+    torch.manual_seed(0)
+    model = randomize_(build("vit_tiny_28")).eval()
+    x = torch.randn(2, 1, 28, 28)
+    maps = attention_maps(model, x)
+    assert len(maps) == 4 and all(m.shape == (2, 4, 50, 50) for m in maps)
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(2, 4, 50))
+    attn = model.encoder.layers.encoder_layer_0.self_attention
+    assert attn.store_attention is False and attn.attention is None
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x))
