@@ -30,7 +30,8 @@ data: $(STAMP)
 	@scripts/apt-install.sh dataset-fashion-mnist
 	@$(BIN)/python -m lib.data prepare
 
-# ---- the book
+# ---- the book (progress bars off: a static page has no use for a moving bar)
+book: export CNN_COURSE_PROGRESS := 0
 book: setup data
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
