@@ -1,0 +1,419 @@
+"""Transfer learning: reuse a trained network on a new task.
+
+    model = resnet20(in_channels=1, num_classes=5)
+    load_checkpoint(path, model)              # a backbone trained on the source task
+    replace_head(model, num_classes=5)        # a new, untrained classifier for the target task
+    freeze(model)                             # everything but the head: feature extraction
+    unfreeze(model, ["layer3"])               # ... or one more stage: gradual unfreezing
+    torch.optim.Adam(param_groups(model, lr=1e-3, decay=0.3))   # discriminative learning rates
+    features, labels = extract_features(model, loader)          # the frozen backbone's outputs, once
+    load_torchvision_weights(model, "resnet18")                 # ImageNet weights, where they can be downloaded
+
+A model is cut into *stages*, input to output, the last one being the ``"head"`` (the final linear
+layer): ``stages(model)`` lists them for ``lib``'s ResNets, EfficientNets, ViTs and SimpleCNN (and,
+for other models, takes every top-level child that owns parameters). Freezing a stage stops its
+gradients *and* keeps its BatchNorm layers in evaluation mode (their running statistics stay those of
+the source task), which is what "frozen" means for a network with BatchNorm.
+
+``class_task`` cuts a labelled dataset down to some classes (optionally ``per_class`` examples of
+each) and relabels them 0..k-1: the course's source and target tasks are two halves of Fashion-MNIST.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lib.train import History, fit
+
+# The course's split of Fashion-MNIST (lib.data.CLASSES): pretrain on five kinds of clothing,
+# transfer to sandals, shirts, sneakers, bags and ankle boots.
+SOURCE_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 4)  # T-shirt/top, Trouser, Pullover, Dress, Coat
+TARGET_CLASSES: tuple[int, ...] = (5, 6, 7, 8, 9)  # Sandal, Shirt, Sneaker, Bag, Ankle boot
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks: some classes of a dataset, relabelled
+# ---------------------------------------------------------------------------------------------
+class ClassTask(Dataset):
+    """The examples of ``classes`` in ``dataset`` (which has a ``labels`` tensor), with label
+    ``classes[k]`` renamed ``k``. ``per_class`` keeps a seeded random draw of that many per class.
+    Items come from ``dataset[i]``, so its augmentation (if any) still applies."""
+
+    def __init__(self, dataset: Dataset, classes: Sequence[int], *, per_class: int | None = None, seed: int = 0):
+        labels = torch.as_tensor(dataset.labels)
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"classes must be distinct, got {tuple(classes)}")
+        g = torch.Generator().manual_seed(seed)
+        keep = []
+        for c in classes:
+            idx = (labels == c).nonzero().flatten()
+            if len(idx) == 0:
+                raise ValueError(f"class {c} has no examples in this dataset")
+            if per_class is not None:
+                if per_class > len(idx):
+                    raise ValueError(f"per_class={per_class} but class {c} has only {len(idx)} examples")
+                idx = idx[torch.randperm(len(idx), generator=g)[:per_class]]
+            keep.append(idx)
+        self.dataset, self.classes = dataset, tuple(int(c) for c in classes)
+        self.indices = torch.cat(keep).sort().values
+        self._relabel = {c: k for k, c in enumerate(self.classes)}
+        self.labels = torch.tensor([self._relabel[int(y)] for y in labels[self.indices]])  # (N,) in 0..k-1
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, _ = self.dataset[int(self.indices[i])]
+        return x, self.labels[i]
+
+
+def class_task(dataset: Dataset, classes: Sequence[int], *, per_class: int | None = None,
+               seed: int = 0) -> ClassTask:
+    """``ClassTask(dataset, classes, per_class=..., seed=...)``: some classes of a dataset, relabelled 0..k-1."""
+    return ClassTask(dataset, classes, per_class=per_class, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages, heads, freezing
+# ---------------------------------------------------------------------------------------------
+def _stage_prefixes(model: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
+    """(stage name, the module or parameter names it holds), input to output, ending with "head"."""
+    from lib.models import EfficientNet, ResNet, SimpleCNN, VisionTransformer
+
+    if isinstance(model, ResNet):
+        return [("stem", ("conv1", "bn1")), *((n, (n,)) for n in model.stage_names), ("head", ("fc",))]
+    if isinstance(model, EfficientNet):
+        n = len(model.features)
+        return [("stem", ("features.0",)), *((f"features.{i}", (f"features.{i}",)) for i in range(1, n)),
+                ("head", ("classifier",))]
+    if isinstance(model, VisionTransformer):
+        layers = [f"encoder.layers.{name}" for name, _ in model.encoder.layers.named_children()]
+        return [("embedding", ("conv_proj", "class_token", "encoder.pos_embedding")),
+                *((p.rsplit(".", 1)[1], (p,)) for p in layers[:-1]),
+                (layers[-1].rsplit(".", 1)[1], (layers[-1], "encoder.ln")), ("head", ("heads",))]
+    if isinstance(model, SimpleCNN):  # conv-BN pairs at features.0/1, 4/5, 8/9
+        return [("stage1", ("features.0", "features.1")), ("stage2", ("features.4", "features.5")),
+                ("stage3", ("features.8", "features.9")), ("head", ("fc",))]
+    owners = [name for name, child in model.named_children() if any(True for _ in child.parameters())]
+    if not owners:
+        raise ValueError(f"{type(model).__name__} has no child module with parameters to split into stages")
+    return [*((n, (n,)) for n in owners[:-1]), ("head", (owners[-1],))]
+
+
+def _under(name: str, prefixes: Iterable[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def stages(model: nn.Module) -> OrderedDict[str, list[tuple[str, nn.Parameter]]]:
+    """The model's stages, input to output, each with its ``(name, parameter)`` pairs; the last is ``"head"``.
+    Every parameter belongs to exactly one stage."""
+    table = _stage_prefixes(model)
+    out: OrderedDict[str, list[tuple[str, nn.Parameter]]] = OrderedDict((s, []) for s, _ in table)
+    for name, p in model.named_parameters():
+        owner = [s for s, prefixes in table if _under(name, prefixes)]
+        if len(owner) != 1:
+            raise RuntimeError(f"parameter {name!r} belongs to {len(owner)} stages of {type(model).__name__}")
+        out[owner[0]].append((name, p))
+    return out
+
+
+def stage_names(model: nn.Module) -> list[str]:
+    """``list(stages(model))``: e.g. ``['stem', 'layer1', 'layer2', 'layer3', 'head']`` for ResNet-20."""
+    return [s for s, _ in _stage_prefixes(model)]
+
+
+def _check_stages(model: nn.Module, names: Iterable[str]) -> list[str]:
+    known = stage_names(model)
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise KeyError(f"{type(model).__name__} has no stage {unknown[0]!r}; its stages are {', '.join(known)}")
+    return names
+
+
+def _batchnorms(model: nn.Module, stage_list: Iterable[str]) -> list[nn.modules.batchnorm._BatchNorm]:
+    table = dict(_stage_prefixes(model))
+    prefixes = [p for s in stage_list for p in table[s]]
+    return [m for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and _under(name, prefixes)]
+
+
+def _keep_in_eval(module: nn.Module, args) -> None:
+    module.eval()  # a frozen BatchNorm normalises with its stored statistics, even when model.train() was called
+
+
+def freeze(model: nn.Module, stage_list: Iterable[str] | None = None, *, train_bn: bool = False) -> nn.Module:
+    """Stop training ``stage_list`` (default: every stage but the head): no gradients for their
+    parameters, and (unless ``train_bn``) their BatchNorm layers stay in eval mode, keeping the source
+    task's running statistics. Returns the model."""
+    chosen = [s for s in stage_names(model) if s != "head"] if stage_list is None else _check_stages(model, stage_list)
+    params = stages(model)
+    for s in chosen:
+        for _, p in params[s]:
+            p.requires_grad_(False)
+    if not train_bn:
+        for bn in _batchnorms(model, chosen):
+            if not hasattr(bn, "_frozen_hook"):
+                bn._frozen_hook = bn.register_forward_pre_hook(_keep_in_eval)
+                bn.eval()
+    return model
+
+
+def unfreeze(model: nn.Module, stage_list: Iterable[str] | None = None) -> nn.Module:
+    """Train ``stage_list`` again (default: every stage): gradients on, BatchNorm back to following
+    ``model.train()`` / ``model.eval()``. Returns the model."""
+    chosen = stage_names(model) if stage_list is None else _check_stages(model, stage_list)
+    params = stages(model)
+    for s in chosen:
+        for _, p in params[s]:
+            p.requires_grad_(True)
+    for bn in _batchnorms(model, chosen):
+        if hasattr(bn, "_frozen_hook"):
+            bn._frozen_hook.remove()
+            del bn._frozen_hook
+            bn.train(model.training)
+    return model
+
+
+def trainable_stages(model: nn.Module) -> list[str]:
+    """The stages with at least one parameter that requires a gradient."""
+    return [s for s, ps in stages(model).items() if any(p.requires_grad for _, p in ps)]
+
+
+def head(model: nn.Module) -> nn.Linear:
+    """The final linear layer (the head stage's last ``nn.Linear``)."""
+    prefixes = dict(_stage_prefixes(model))["head"]
+    linears = [m for name, m in model.named_modules() if isinstance(m, nn.Linear) and _under(name, prefixes)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__}'s head ({', '.join(prefixes)}) has no nn.Linear to replace")
+    return linears[-1]
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
+    """Put a new, freshly initialised ``nn.Linear(features, num_classes)`` where the final linear layer
+    was (same place, same name, so the model's ``forward`` uses it) and return it."""
+    old = head(model)
+    name = next(n for n, m in model.named_modules() if m is old)
+    parent, _, child = name.rpartition(".")
+    new = nn.Linear(old.in_features, num_classes).to(old.weight.device)
+    setattr(model.get_submodule(parent), child, new)
+    return new
+
+
+# ---------------------------------------------------------------------------------------------
+# Discriminative learning rates and gradual unfreezing (Howard & Ruder 2018, ULMFiT)
+# ---------------------------------------------------------------------------------------------
+def stage_learning_rates(model: nn.Module, lr: float, decay: float) -> OrderedDict[str, float]:
+    """``lr`` for the head, ``lr * decay`` for the stage before it, ``lr * decay**2`` before that..."""
+    names = stage_names(model)
+    return OrderedDict((s, lr * decay ** (len(names) - 1 - i)) for i, s in enumerate(names))
+
+
+def param_groups(model: nn.Module, lr: float, *, decay: float = 1.0,
+                 lrs: dict[str, float] | None = None, trainable_only: bool = True) -> list[dict]:
+    """Optimizer parameter groups, one per stage, each with its own learning rate: ``lrs[stage]`` if
+    given, else ``stage_learning_rates(model, lr, decay)``. ``decay=1`` gives every stage ``lr``.
+    Stages with nothing to train are left out (``trainable_only``). Pass the result to any
+    ``torch.optim`` optimizer, then to ``lib.train.fit(..., optimizer=...)``."""
+    rates = stage_learning_rates(model, lr, decay)
+    if lrs is not None:
+        rates.update({s: float(v) for s, v in lrs.items() if s in _check_stages(model, lrs)})
+    groups = []
+    for s, named in stages(model).items():
+        params = [p for _, p in named if p.requires_grad or not trainable_only]
+        if params:
+            groups.append({"params": params, "lr": rates[s], "name": s})
+    if not groups:
+        raise ValueError("no trainable parameters: unfreeze at least the head")
+    return groups
+
+
+def fit_gradual_unfreezing(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None, *,
+                           epochs_per_phase: int | Sequence[int], lr: float, decay: float = 1.0,
+                           phases: int | None = None, weight_decay: float = 0.0, **fit_kwargs) -> History:
+    """Train the head alone, then unfreeze one more stage (from the output backwards) per phase, each
+    phase a fresh ``lib.train.fit`` with per-stage learning rates (``param_groups(model, lr, decay=decay)``)
+    and its own cosine schedule. ``phases`` defaults to one per stage (the last trains everything).
+    Returns one ``History`` over all phases, with a ``phase`` and ``trainable_params`` column."""
+    order = list(reversed(stage_names(model)))  # head first
+    phases = len(order) if phases is None else phases
+    if not 1 <= phases <= len(order):
+        raise ValueError(f"phases must be between 1 and {len(order)} (the number of stages), got {phases}")
+    per_phase = [epochs_per_phase] * phases if isinstance(epochs_per_phase, int) else list(epochs_per_phase)
+    if len(per_phase) != phases:
+        raise ValueError(f"epochs_per_phase has {len(per_phase)} entries for {phases} phases")
+    freeze(model, [s for s in order if s != "head"])
+    unfreeze(model, ["head"])
+    history = History()
+    for k, epochs in enumerate(per_phase):
+        unfreeze(model, order[:k + 1])
+        opt = torch.optim.Adam(param_groups(model, lr, decay=decay), weight_decay=weight_decay)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        h = fit(model, train_loader, val_loader, epochs=epochs, lr=lr, optimizer=opt, schedule="cosine",
+                **fit_kwargs)
+        for e in h.epochs:
+            history.epochs.append(e | {"epoch": len(history.epochs) + 1, "phase": k + 1,
+                                       "unfrozen": order[k], "trainable_params": trainable})
+    return history
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature extraction
+# ---------------------------------------------------------------------------------------------
+def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the head sees: ``forward_features`` pooled to one vector per image, (N, F). A feature map
+    (N, C, H, W) is averaged over H, W; a token sequence (N, L, D) gives its class token (token 0)."""
+    f = model.forward_features(x)
+    if f.dim() == 4:
+        return f.mean(dim=(2, 3))  # (N, C)
+    if f.dim() == 3:
+        return f[:, 0]  # (N, D)
+    return f.flatten(1)
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, loader: DataLoader, *,
+                     device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the backbone once over ``loader`` in eval mode: (features (N, F), labels (N,)) on the CPU.
+    Training a head on these is "feature extraction": the backbone's cost is paid once, not per epoch."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    feats, labels = [], []
+    try:
+        for x, y in loader:
+            feats.append(pooled_features(model, x.to(device)).cpu())
+            labels.append(y)
+    finally:
+        model.train(was_training)
+    return torch.cat(feats), torch.cat(labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision's ImageNet weights
+# ---------------------------------------------------------------------------------------------
+class WeightsUnavailableError(RuntimeError):
+    """torchvision's pretrained weights could not be had (no network, no cached copy); the message says why
+    and what to do."""
+
+
+def _resolves(host: str, timeout: float) -> str | None:
+    """None if ``host`` resolves within ``timeout`` seconds, else the reason (DNS can block past socket timeouts)."""
+    result: list[str | None] = ["DNS lookup timed out"]
+
+    def lookup():
+        try:
+            socket.getaddrinfo(host, 443)
+            result[0] = None
+        except OSError as e:
+            result[0] = f"cannot resolve {host} ({e})"
+
+    t = threading.Thread(target=lookup, daemon=True)
+    t.start()
+    t.join(timeout)
+    return result[0]
+
+
+def load_torchvision_weights(model: nn.Module, name: str | None = None, weights: str = "IMAGENET1K_V1", *,
+                             progress: bool = False, timeout: float = 10.0) -> dict:
+    """Load torchvision's pretrained ``weights`` for model ``name`` (default: the ``lib`` model's own
+    name, e.g. ``"resnet18"``) into the ``lib`` model, whose parameter names are torchvision's.
+
+    The file comes from torchvision's cache (``$TORCH_HOME/hub/checkpoints``) or is downloaded there.
+    Two adaptations: a first convolution built for 1 input channel gets the sum of the RGB kernels
+    (a grey image is R = G = B), and a head whose shape differs (``num_classes`` other than 1000) is
+    left as it is, untrained. Anything else that does not fit raises. Offline and without a cached
+    copy, raises :class:`WeightsUnavailableError` within about ``timeout`` seconds, saying what failed
+    and what to do. Returns a report: the weights' name and the keys adapted and skipped.
+    """
+    import torchvision
+    from torch.hub import get_dir
+
+    name = name or getattr(model, "name", None)
+    try:
+        w = torchvision.models.get_model_weights(name)[weights]
+    except (ValueError, KeyError, TypeError):
+        raise KeyError(f"torchvision has no weights {weights!r} for a model {name!r}; pass name= (e.g. 'resnet18') "
+                       f"and weights= (e.g. 'IMAGENET1K_V1')") from None
+    label = f"{type(w).__name__}.{w.name}"
+    cached = Path(get_dir()) / "checkpoints" / os.path.basename(urlparse(w.url).path)
+    if not cached.is_file():
+        start = time.perf_counter()
+        problem = _resolves(urlparse(w.url).hostname, timeout)
+        if problem is None:
+            old = socket.getdefaulttimeout()
+            socket.setdefaulttimeout(timeout)
+            try:
+                state = w.get_state_dict(progress=progress, check_hash=True)
+            except Exception as e:  # URLError, timeouts, HTTP errors, a bad hash: all mean "no weights"
+                problem = f"{type(e).__name__}: {e}"
+            finally:
+                socket.setdefaulttimeout(old)
+        if problem is not None:
+            raise WeightsUnavailableError(
+                f"could not download torchvision's {label} from {w.url} ({problem}; gave up after "
+                f"{time.perf_counter() - start:.1f} s). This machine seems to be offline and has no cached "
+                f"copy at {cached}. To use ImageNet weights: run this once on a machine with internet access "
+                f"(the file is then cached there), or copy the file {cached.name} into {cached.parent} "
+                f"(or point $TORCH_HOME elsewhere). Offline, start from the course's own pretrained backbone "
+                f"instead: lib.transfer.load_pretrained_backbone().") from None
+    else:
+        state = w.get_state_dict(progress=progress)
+
+    own = model.state_dict()
+    head_keys = {n for n, _ in stages(model)["head"]}
+    adapted, skipped, mismatched = [], [], []
+    for key, value in list(state.items()):
+        if key not in own or own[key].shape == value.shape:
+            continue
+        target = own[key].shape
+        if value.dim() == 4 and value.shape[1] == 3 and target[1] == 1 and value.shape[0] == target[0] \
+                and value.shape[2:] == target[2:]:
+            state[key] = value.sum(dim=1, keepdim=True)  # grey input: one kernel, the sum of R, G and B
+            adapted.append(key)
+        elif key in head_keys:
+            del state[key]  # a new head for another number of classes: keep the model's own
+            skipped.append(key)
+        else:
+            mismatched.append(f"{key}: checkpoint {tuple(value.shape)}, model {tuple(target)}")
+    if mismatched:
+        raise ValueError(f"{label} does not fit this model: " + "; ".join(mismatched))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - set(skipped):
+        raise ValueError(f"{label} does not fit this model: missing {sorted(set(missing) - set(skipped))}, "
+                         f"unexpected {sorted(unexpected)} (is it the right architecture?)")
+    return {"weights": label, "adapted": adapted, "skipped": skipped}
+
+
+# ---------------------------------------------------------------------------------------------
+# The course's own pretrained backbone (no download needed)
+# ---------------------------------------------------------------------------------------------
+BACKBONE_CHECKPOINT = "backbone_fmnist_source.pt"
+
+
+def load_pretrained_backbone(path: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """The course's ResNet-20 pretrained on Fashion-MNIST's ``SOURCE_CLASSES`` (made by
+    ``python -m lib.experiments pretrain_backbone``): the model with its source-task head, and the
+    checkpoint's metadata."""
+    from lib.experiments import RESULTS_DIR
+    from lib.models import build
+    from lib.train import load_checkpoint
+
+    path = Path(path) if path is not None else RESULTS_DIR / BACKBONE_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `python -m lib.experiments pretrain_backbone` "
+                                f"(from the repository root) to make it")
+    meta = load_checkpoint(path)["meta"]
+    model = build(meta["model"], **meta["model_kwargs"])
+    load_checkpoint(path, model)
+    return model, meta
