@@ -31,6 +31,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _single_threaded() -> None:
+    """Autograded notebooks do small pieces of work; one thread per kernel is faster than two on a busy
+    machine (OpenMP threads wait for each other when the cores are shared). AUTOGRADE_THREADS overrides."""
+    os.environ["OMP_NUM_THREADS"] = os.environ.get("AUTOGRADE_THREADS", "1")
+
+
 def _env(root: Path) -> None:
     """nbgrader starts `alembic` and kernels as subprocesses: the venv's bin must be on PATH.
     SQLAlchemy's and nbformat's warnings about nbgrader's own internals are noise for the instructor."""
@@ -163,6 +169,7 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
     """Autograde each submission separately, so that one broken notebook stops nothing else."""
     from nbgrader.api import Gradebook
 
+    _single_threaded()
     api = _api(root)
     outcomes = []
     found = submissions(root, names)
@@ -236,6 +243,7 @@ def validate(notebook: Path) -> int:
     """Run a notebook's tests like `nbgrader validate`, but exit 1 when one fails."""
     from nbgrader.validator import Validator
 
+    _single_threaded()
     results = Validator().validate(str(notebook))
     if not results:
         print(f"{notebook}: every test passed. Submit this file.")
