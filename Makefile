@@ -47,3 +47,19 @@ lab: setup data
 
 clean:
 	rm -rf _build .jupyter_cache
+
+# ---- browser tests and benchmarks
+.PHONY: browser bench-book bench-course
+# Debian's Chromium (and a font) for tests/test_browser.py where apt is permitted; elsewhere the browser tests
+# are skipped and say how to get a browser. Playwright drives this Chromium: it never downloads its own.
+browser:
+	@scripts/apt-install.sh chromium fonts-dejavu-core
+
+# The book's cold build, warm rebuild and chapter times, in a private copy of the committed files (minutes).
+bench-book: setup data
+	$(BIN)/python benchmarks/bench_book.py
+
+# Everything, from a fresh clone: setup, cold/warm build, chapters, autograde, `make test` (30-60 minutes);
+# writes results/course-benchmark.json and the exercises table of the book's "at a glance" page.
+bench-course: setup data
+	$(BIN)/python benchmarks/bench_course.py --json results/course-benchmark.json

@@ -1,0 +1,50 @@
+"""The book's own Sphinx extension, loaded by _config.yml (`sphinx: local_extensions: course_pages: book/_ext`).
+
+1. Static files: book/_static/ is added to the HTML static files. It holds MathJax 3.2.2
+   (book/_static/mathjax/tex-svg-full.js, see scripts/fetch-mathjax.sh), which _config.yml's `mathjax_path`
+   names, so that the pages typeset their math with no network. (Added here rather than with
+   `html_static_path` in _config.yml so that a book made from _config.yml alone, as tests/test_book.py does,
+   does not warn about a missing folder.)
+2. Sphinx 7.4 writes every inline script that an extension registers after the builder started twice (once
+   as registered, once when `prepare_writing` re-adds "assets registered after Builder.init()", with the
+   file name `''` instead of `None`, so the two copies do not compare equal). sphinx-thebe's
+   `const THEBE_JS_URL = ...` declared twice is a JavaScript error on every page; this keeps one copy of
+   each script.
+3. pydata-sphinx-theme logs "Got invalid theme mode" on a first visit unless a default mode is set: "auto"
+   (follow the reader's system setting), which is what it falls back to anyway.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+STATIC = Path(__file__).resolve().parent.parent / "_static"
+
+
+def _add_static(app, config):
+    if STATIC.is_dir() and str(STATIC) not in config.html_static_path:
+        config.html_static_path.append(str(STATIC))
+
+
+def _dedupe_scripts(app, pagename, templatename, context, doctree):
+    scripts = context.get("script_files")
+    if not isinstance(scripts, list):
+        return
+    seen, kept = set(), []
+    for js in scripts:
+        key = (getattr(js, "filename", js) or "", tuple(sorted(getattr(js, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            kept.append(js)
+    scripts[:] = kept
+
+
+def _default_mode(app, pagename, templatename, context, doctree):
+    if not context.get("default_mode"):
+        context["default_mode"] = "auto"
+
+
+def setup(app):
+    app.connect("config-inited", _add_static)
+    app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("html-page-context", _default_mode)
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
