@@ -25,10 +25,12 @@ stage's nominal width: ``ResNet`` gives stage ``i`` the output channels ``widths
 * **Pre-activation** (He et al. 2016, "Identity mappings"): move each BatchNorm and ReLU *before* its
   convolution (BN-ReLU-conv), leave the sum ``x + F(x)`` un-activated, and add one BN-ReLU after the
   last stage. The shortcut stays the same ``downsample``.
-* **Wide** (Zagoruyko & Komodakis 2016; torchvision's ``wide_resnet50_2``): a ``Bottleneck`` whose
-  ``width`` (the channels of its 3x3 convolution) is twice the default ``c_out // expansion``.
-* **Grouped / ResNeXt** (Xie et al. 2017; ``resnext50_32x4d``): a bottleneck whose 3x3 convolution has
-  ``groups=32`` and whose width is ``32 * 4 * (c_out / 256)`` channels, i.e. ``c_out // 2``.
+* **Wide** (Zagoruyko & Komodakis 2016; torchvision's ``wide_resnet50_2``): the same bottleneck with
+  more channels inside: subclass ``Bottleneck`` and pass it a larger ``width`` (the 3x3 convolution's
+  channels; ``c_out // expansion`` by default).
+* **Grouped / ResNeXt** (Xie et al. 2017; ``resnext50_32x4d``): a bottleneck whose 3x3 convolution is
+  split into ``groups`` groups of ``width_per_group`` channels each (scaled with the stage's width);
+  subclass ``Bottleneck`` and replace its ``conv2``.
 
 Passing such a class to ``ResNet(block, [3, 4, 6, 3])`` is all it takes to load torchvision's weights.
 """
