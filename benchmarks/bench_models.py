@@ -46,6 +46,11 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
                 t.copy_(torch.randn(t.shape, generator=g) * t[0].numel() ** -0.5)
             else:
                 t.copy_(torch.randn(t.shape, generator=g) * 0.05)
+        for m in model.modules():  # variances from 1e-3 to 1, so that BatchNorm's eps matters
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
+                m.running_var.copy_(10 ** (-3 * torch.rand(m.running_var.shape, generator=g)))
+                if m.weight is not None:
+                    m.weight.copy_(m.running_var.sqrt() * (torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75))
     return model
 
 

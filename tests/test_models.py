@@ -46,8 +46,9 @@ TWINS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TWINS else n for n
 
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Overwrite every floating-point parameter and buffer with random values of a sensible scale (weights
-    N(0, 1/fan_in), norm scales and running variances in [0.75, 1.25], biases and means N(0, 0.05)), so
-    that a wrongly wired layer changes the logits. Works on a model fresh from ``to_empty``."""
+    N(0, 1/fan_in), biases and means N(0, 0.05), BatchNorm variances log-uniform in [1e-3, 1] with scales
+    about their square root), so that a wrongly wired layer or a wrong eps changes the logits. Works on a
+    model fresh from ``to_empty``."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
@@ -61,6 +62,11 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
                 t.copy_(torch.randn(t.shape, generator=g) * t[0].numel() ** -0.5)
             else:
                 t.copy_(torch.randn(t.shape, generator=g) * 0.05)
+        for m in model.modules():  # variances from 1e-3 to 1, so that BatchNorm's eps matters
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
+                m.running_var.copy_(10 ** (-3 * torch.rand(m.running_var.shape, generator=g)))
+                if m.weight is not None:
+                    m.weight.copy_(m.running_var.sqrt() * (torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75))
     return model
 
 
