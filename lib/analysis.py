@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -191,7 +190,7 @@ def linearised_copy(model: nn.Module, *, include_global: bool = False) -> nn.Mod
     ``F.relu``) and branches combined by subtraction can still mask or cancel paths.
     """
     probe = copy.deepcopy(model).eval().double()
-    for name, m in list(probe.named_modules()):
+    for name, m in reversed(list(probe.named_modules())):  # children first: their paths stay valid
         stand_in = _linear_stand_in(m, include_global) if name else None
         if stand_in is not None:
             parent, _, child = name.rpartition(".")

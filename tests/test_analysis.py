@@ -224,6 +224,8 @@ def test_squeeze_excitation_global_path_is_excluded_by_default():
     assert local.size == (5, 5) and not local.clipped
     everything = empirical_receptive_field(net, (1, 3, 33, 33), include_global=True)
     assert everything.size == (33, 33) and everything.clipped
+    gate = linearised_copy(net, include_global=True)[1].block[2]  # kept, with its activations linearised
+    assert isinstance(gate.se.activation, nn.Identity) and isinstance(gate.se.scale_activation, nn.Identity)
 
 
 def test_torchvision_squeeze_excitation_is_recognised_too():

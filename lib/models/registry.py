@@ -35,7 +35,8 @@ MODELS["simple_cnn"] = _simple_cnn
 
 # lib name -> torchvision builder name (for torchvision.models.get_model); the names are the same.
 TORCHVISION_TWINS: dict[str, str] = {
-    name: name for name in (*_FAMILIES[vgg], *resnet.RESNETS, *efficientnet.SCALINGS, "vit_b_16", "vit_b_32", "vit_l_16")
+    name: name
+    for name in (*_FAMILIES[vgg], *resnet.RESNETS, *efficientnet.SCALINGS, "vit_b_16", "vit_b_32", "vit_l_16")
 }
 
 # The models that only have a small-input form, and the image size their defaults expect.

@@ -169,7 +169,8 @@ def vit_l_16(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool
 
 
 def vit_tiny_28(*, num_classes: int = 10, in_channels: int = 1, small_input: bool = True,
-                image_size: int | None = None, dropout: float = 0.0, attention_dropout: float = 0.0) -> VisionTransformer:
+                image_size: int | None = None, dropout: float = 0.0,
+                attention_dropout: float = 0.0) -> VisionTransformer:
     """A 4-layer, D=64 ViT for 28x28 images (4x4 patches); pass image_size=32 for CIFAR-sized images."""
     _only_small("vit_tiny_28", small_input)
     return _vit("vit_tiny_28", num_classes, in_channels, True, image_size, dropout, attention_dropout)
