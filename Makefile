@@ -63,3 +63,37 @@ bench-book: setup data
 # writes results/course-benchmark.json and the exercises table of the book's "at a glance" page.
 bench-course: setup data
 	$(BIN)/python benchmarks/bench_course.py --json results/course-benchmark.json
+
+# ---- instructors (nbgrader): the flow is explained in book/instructors.md
+.PHONY: exercises check-exercises collect autograde feedback grades validate
+GRADE := $(BIN)/python scripts/grade.py
+
+# Regenerate the student versions exercises/<a>/ from solutions/<a>/ (then commit exercises/).
+exercises: setup
+	$(GRADE) exercises
+
+# Fail when exercises/ is not what solutions/ generates (the tests check the same).
+check-exercises: setup
+	$(GRADE) check-exercises
+
+# Unpack a zip of downloads (one folder per student id) into submitted/: make collect ASSIGNMENT=mixed_pooling ZIP=all.zip
+collect: setup
+	@test -n "$(ASSIGNMENT)" -a -n "$(ZIP)" || { echo "usage: make collect ASSIGNMENT=<name> ZIP=<file.zip>"; exit 2; }
+	$(GRADE) collect $(ASSIGNMENT) $(ZIP)
+
+# Autograde every submission in submitted/ (or ASSIGNMENT=<name> only) and print a score table.
+autograde: setup data
+	$(GRADE) autograde $(ASSIGNMENT)
+
+# Feedback as HTML: feedback/<student>/<assignment>/<assignment>.html
+feedback: setup
+	$(GRADE) feedback $(ASSIGNMENT)
+
+# One CSV row per student and assignment (default feedback/grades.csv, which git ignores; CSV=path to change).
+grades: setup
+	$(GRADE) export $(or $(CSV),feedback/grades.csv)
+
+# For students: run a notebook's visible tests; exits 1 when one fails. make validate NB=exercises/mixed_pooling/mixed_pooling.ipynb
+validate: setup data
+	@test -n "$(NB)" || { echo "usage: make validate NB=<notebook.ipynb>"; exit 2; }
+	$(GRADE) validate $(NB)

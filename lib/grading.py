@@ -208,9 +208,9 @@ def check_mixed_pool_learnable(cls: type, *, mode: str, shape: Sequence[int], ke
         for _ in range(steps):
             opt.zero_grad()
             y = _output(pool, x, desc)
-            (-direction * y.mean()).backward()
-            grads = [p.grad for p in params]
-            if any(g is None for g in grads):
+            if y.requires_grad:
+                (-direction * y.mean()).backward()
+            if not y.requires_grad or any(p.grad is None for p in params):
                 _fail(f"{desc}: the mixing parameter gets no gradient; compute the output from it "
                       f"(no .item(), .detach() or torch.no_grad() on the way)")
             opt.step()
@@ -411,7 +411,7 @@ def check_pooling_comparison(make_net: Callable, poolings: dict, results: dict |
 PUBLISHED_FIELDS = {"vgg16": 212, "resnet50_v1": 483}
 # torchvision's ResNet-50 ("v1.5", the stride on the 3x3) and EfficientNet-B0 (squeeze-excitation's global
 # pooling left out), measured with lib.analysis.empirical_receptive_field on inputs large enough for the
-# field to fit; tests/test_grading.py measures them again.
+# field to fit; tests/test_nbgrader_checks.py measures them again.
 MEASURED_FIELDS = {"resnet50": 427, "efficientnet_b0": 851}
 
 
@@ -1099,7 +1099,7 @@ def assert_untampered() -> None:
     """
     here = Path(__file__).resolve()
     cwd = Path.cwd().resolve()
-    if cwd in here.parents or here.parent.parent == cwd:
+    if os.environ.get("NBGRADER_EXECUTION") == "autograde" and cwd in here.parents:
         _fail(f"lib.grading was loaded from the submission's folder ({here}), not from the course's lib: "
               f"remove the `lib` folder next to your notebook")
     roots = [Path(torch.__file__).resolve().parent, here.parent, Path(os.__file__).resolve().parent]
@@ -1245,8 +1245,8 @@ def scan_source(source: str, foreign: set[str] | frozenset[str] = frozenset()) -
             flag(node, f"`{node.id}` {_FORBIDDEN_NAMES[node.id]}")
         elif isinstance(node, ast.Attribute) and (node.attr in _FORBIDDEN_ATTRS or node.attr in _FOREIGN_ONLY_ATTRS):
             dotted = _dotted(node) or node.attr
-            if node.attr in _FOREIGN_ONLY_ATTRS and dotted.split(".")[0] not in foreign:
-                continue
+            if node.attr in _FOREIGN_ONLY_ATTRS and ("()" in dotted or dotted.split(".")[0] not in foreign):
+                continue  # df.rename(...), pd.DataFrame(...).replace(...): methods of objects, not modules
             flag(node, f"uses `{dotted}`, which reaches into the interpreter, the kernel or the file system")
         elif isinstance(node, ast.Call):
             func = _dotted(node.func) or ""

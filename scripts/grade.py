@@ -20,6 +20,7 @@ import argparse
 import filecmp
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -48,12 +49,16 @@ def _env(root: Path) -> None:
     os.chdir(root)
 
 
-def _api(root: Path):
+def _api(root: Path, overrides: dict | None = None):
+    """nbgrader's Python API on the course in ``root``; ``overrides`` are config sections, e.g.
+    ``{"Execute": {"timeout": 60}}``, applied over nbgrader_config.py."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
     from traitlets.config.loader import PyFileConfigLoader
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    config.merge(Config(overrides or {}))
     coursedir = CourseDirectory(config=config, root=str(root))
     return NbGraderAPI(coursedir, config=config)
 
@@ -129,7 +134,7 @@ def collect(root: Path, assignment: str, archive: Path) -> int:
     target = root / "downloaded" / assignment / "archive"
     target.mkdir(parents=True, exist_ok=True)
     shutil.copy(archive, target / Path(archive).name)
-    return _run_app(ZipCollectApp, [assignment, "--force", "--log-level=WARN"])
+    return _run_app(ZipCollectApp, [assignment, "--force", "--log-level=WARN", f"--CourseDirectory.root={root}"])
 
 
 @dataclass
@@ -145,14 +150,19 @@ class Outcome:
     disabled_cells: int = 0
 
 
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit))(?::\s*(.*))?$")
+
+
 def _reason(result: dict) -> str:
-    """The last line of the error nbgrader logged: what went wrong, in one line."""
+    """The exception that stopped nbgrader, in one line: its class and message, from the log's tracebacks."""
     text = (result.get("error") or "") + "\n" + (result.get("log") or "")
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if any(k in line for k in ("Error:", "Error(", "Exception:", "died", "timed out")) and "Traceback" not in line:
-            return line[:200]
-    return "see the log above"
+    found = [m for m in (_EXCEPTION_LINE.match(line.strip()) for line in text.splitlines()) if m]
+    if not found:
+        return "see nbgrader's log above"
+    name, message = found[-1].group(1), (found[-1].group(2) or "").strip()
+    if name == "NbGraderException" and len(found) > 1:  # the summary; the cause came before it
+        name, message = found[-2].group(1), (found[-2].group(2) or "").strip()
+    return f"{name}: {message}"[:200]
 
 
 def submissions(root: Path, names: list[str] | None = None) -> list[tuple[str, str]]:
@@ -165,12 +175,12 @@ def submissions(root: Path, names: list[str] | None = None) -> list[tuple[str, s
 
 
 def autograde(root: Path, names: list[str] | None = None, *, students: list[str] | None = None,
-              quiet: bool = False) -> list[Outcome]:
+              quiet: bool = False, overrides: dict | None = None) -> list[Outcome]:
     """Autograde each submission separately, so that one broken notebook stops nothing else."""
     from nbgrader.api import Gradebook
 
     _single_threaded()
-    api = _api(root)
+    api = _api(root, overrides)
     outcomes = []
     found = submissions(root, names)
     with Gradebook(api.coursedir.db_url) as gb:
@@ -232,10 +242,11 @@ def feedback(root: Path, names: list[str] | None = None) -> int:
 def export(root: Path, to: str = "feedback/grades.csv") -> int:
     from nbgrader.apps import ExportApp
 
-    (root / to).parent.mkdir(parents=True, exist_ok=True)
-    status = _run_app(ExportApp, [f"--to={to}", "--log-level=WARN"])
+    target = root / to  # `to` may be absolute
+    target.parent.mkdir(parents=True, exist_ok=True)
+    status = _run_app(ExportApp, [f"--to={target}", "--log-level=WARN", f"--CourseDirectory.root={root}"])
     if not status:
-        print(f"grades written to {to}")
+        print(f"grades written to {target}")
     return status
 
 

@@ -1,0 +1,277 @@
+"""The instructor's flow, end to end, through nbgrader's real API in a scratch copy of the course.
+
+One course directory is graded once for the whole module (`graded`): the reference, blank, partial and
+visible-only submissions of every assignment, and hostile or broken ones (see
+tests/nbgrader_fixtures/submissions.py for each and the score it must get). The tests then read the
+outcomes, the gradebook, the feedback and the CSV export. `nbgrader validate` exits 0 whatever happens, so
+validation is checked through its Python API (`nbgrader.validator.Validator`).
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants")
+CELL_TIMEOUT = 45  # seconds: long enough for a busy CI machine, short enough for the infinite loops
+
+pytestmark = [pytest.mark.slow]
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+grade = _load("course_grade_script", ROOT / "scripts" / "grade.py")
+fixtures = _load("nbgrader_submissions", ROOT / "tests" / "nbgrader_fixtures" / "submissions.py")
+
+
+def make_course(target: Path) -> Path:
+    """A scratch course: the repository's solutions, exercises and config, nothing graded yet."""
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in ("solutions", "exercises"):
+        shutil.copytree(ROOT / folder, target / folder)
+    shutil.copy(ROOT / "nbgrader_config.py", target)
+    with open(target / "nbgrader_config.py", "a") as f:
+        f.write(f"\n# tests/test_nbgrader_flow.py: a shorter limit, so the endless loops cost less\n"
+                f"c.Execute.timeout = {CELL_TIMEOUT}\n")
+    return target
+
+
+@pytest.fixture(scope="module")
+def environment():
+    """nbgrader starts `alembic` and the kernels from PATH; the grader sets the kernels' thread count."""
+    saved = dict(os.environ)
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@dataclass
+class Graded:
+    root: Path
+    submissions: dict
+    outcomes: dict
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory, environment) -> Graded:
+    root = make_course(tmp_path_factory.mktemp("course"))
+    grade.generate_exercises(root)
+    course = fixtures.Course(root)
+    guarded, unguarded = fixtures.build(course), fixtures.build_unguarded(course)
+    for sub in guarded + unguarded:
+        sub.write(root / "submitted")
+    outcomes = {}
+    for o in grade.autograde(root, students=sorted({s.student for s in guarded})):
+        outcomes[o.assignment, o.student] = o
+    for o in grade.autograde(root, students=[s.student for s in unguarded],
+                             overrides={"GuardCells": {"enabled": False}}):
+        outcomes[o.assignment, o.student] = o
+    subs = {(s.assignment, s.student): s for s in guarded + unguarded}
+    return Graded(root, subs, outcomes)
+
+
+def _ids(subs):
+    return [f"{s.assignment}:{s.student}" for s in subs]
+
+
+def _all_submissions():
+    course = fixtures.Course(ROOT)
+    return fixtures.build(course) + fixtures.build_unguarded(course)
+
+
+SUBMISSIONS = _all_submissions()
+
+
+def test_config_names_the_course_layout():
+    from traitlets.config.loader import PyFileConfigLoader
+
+    c = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    assert c.CourseDirectory.source_directory == "solutions"
+    assert c.CourseDirectory.release_directory == "exercises"
+    assert c.ExecutePreprocessor.kernel_name == "python3" and c.Execute.kernel_name == "python3"
+    assert c.Execute.timeout >= 120, "the full experiments need minutes: keep the cell timeout generous"
+    assert c.OverwriteCells.add_missing_cells is True
+
+
+def test_exercises_are_generated_from_the_solutions(environment):
+    problems = grade.stale_exercises(ROOT)
+    assert not problems, "\n".join(problems) + "\nRun `make exercises` and commit exercises/."
+
+
+def test_exercises_have_no_outputs_and_no_solutions():
+    for a in ASSIGNMENTS:
+        for kind in ("exercises", "solutions"):
+            nb = json.loads((ROOT / kind / a / f"{a}.ipynb").read_text())
+            for cell in nb["cells"]:
+                assert not cell.get("outputs") and cell.get("execution_count") is None, \
+                    f"{kind}/{a}: commit notebooks without outputs"
+        text = (ROOT / "exercises" / a / f"{a}.ipynb").read_text()
+        for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "Marking guide"):
+            assert marker not in text, f"exercises/{a} leaks {marker!r}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solution_notebooks_validate(assignment, environment, tmp_path):
+    """Every test, visible and hidden, passes on the instructor's version."""
+    results = _validate(ROOT / "solutions" / assignment / f"{assignment}.ipynb", tmp_path)
+    assert results == {}, json.dumps(results, indent=1)[:3000]
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_hidden_tests_catch_answers_fitted_to_the_visible_ones(assignment, graded):
+    """The visible-only answer loses points (test_scores), and only in hidden tests: in every test cell that
+    failed, the error was raised below `### BEGIN HIDDEN TESTS`, so the visible part passed."""
+    path = graded.root / "autograded" / "visible-only" / assignment / f"{assignment}.ipynb"
+    failed = 0
+    for cell in json.loads(path.read_text())["cells"]:
+        meta = cell["metadata"].get("nbgrader", {})
+        errors = [o for o in cell.get("outputs", []) if o["output_type"] == "error"]
+        if not (meta.get("grade") and cell["cell_type"] == "code" and errors):
+            continue
+        failed += 1
+        lines = "".join(cell["source"]).splitlines()
+        hidden_from = next(i for i, line in enumerate(lines, 1) if "BEGIN HIDDEN TESTS" in line)
+        frames = [int(m) for m in re.findall(r"line (\d+)", _plain("\n".join(errors[0]["traceback"])))]
+        assert frames and frames[0] > hidden_from, f"{meta['grade_id']} failed in its visible part (line {frames[:1]})"
+    assert failed, "the visible-only answer failed no test cell: the hidden tests add nothing"
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _validate(notebook: Path, workdir: Path) -> dict:
+    from nbgrader.validator import Validator
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    os.environ["OMP_NUM_THREADS"] = "1"
+    return Validator(config=config).validate(str(notebook))
+
+
+@pytest.mark.parametrize("sub", SUBMISSIONS, ids=_ids(SUBMISSIONS))
+def test_scores(sub, graded):
+    o = graded.outcomes[sub.assignment, sub.student]
+    if sub.fails:
+        assert not o.ok, f"{sub.student}: {sub.what}: expected a failure, got {o.auto}"
+        assert sub.fails in o.reason, f"{sub.student}: the reason {o.reason!r} should mention {sub.fails!r}"
+        return
+    assert o.ok, f"{sub.student}: {sub.what}: autograding failed: {o.reason}"
+    assert o.auto == pytest.approx(sub.expected), f"{sub.student} ({sub.what}): {o.auto} points, expected {sub.expected}"
+    assert o.disabled_cells == sub.disabled, f"{sub.student}: {o.disabled_cells} cells disabled, expected {sub.disabled}"
+
+
+def test_points_per_assignment(graded):
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{graded.root / 'gradebook.db'}") as gb:
+        for a in ASSIGNMENTS:
+            auto = sum(c.max_score for nb in gb.find_assignment(a).notebooks for c in nb.grade_cells
+                       if c.cell_type == "code")
+            manual = sum(c.max_score for nb in gb.find_assignment(a).notebooks for c in nb.grade_cells
+                         if c.cell_type == "markdown")
+            assert auto == fixtures.full_marks(a) and manual == fixtures.MANUAL[a]
+
+
+def test_huge_output_is_truncated(graded):
+    path = graded.root / "autograded" / "prints-megabytes" / "mixed_pooling" / "mixed_pooling.ipynb"
+    assert path.stat().st_size < 1_000_000, f"{path.stat().st_size:,} bytes: the output was not truncated"
+    assert "truncated by the autograder" in path.read_text()
+
+
+def test_disabled_cell_says_why(graded):
+    nb = json.loads((graded.root / "autograded" / "patches-grading" / "mixed_pooling" / "mixed_pooling.ipynb").read_text())
+    errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert any("did not run this cell" in e["evalue"] and "lib.grading" in e["evalue"] for e in errors)
+
+
+def test_shipped_files_are_not_copied(graded):
+    folder = graded.root / "autograded" / "ships-lib" / "mixed_pooling"
+    assert not (folder / "lib").exists() and not (folder / "torch.py").exists()
+
+
+def _grades(root: Path) -> dict:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        return {(a.name, s.student.id, g.name): (g.auto_score, g.manual_score)
+                for a in gb.assignments for s in a.submissions for nb in s.notebooks for g in nb.grades}
+
+
+def test_regrading_broken_submissions_leaves_other_grades_intact(graded):
+    before = _grades(graded.root)
+    broken = ["invalid-json", "unguarded-kills-kernel"]
+    outcomes = grade.autograde(graded.root, ["mixed_pooling"], students=broken,
+                               overrides={"GuardCells": {"enabled": False}}, quiet=True)
+    assert [o.ok for o in outcomes] == [False] * len(broken)
+    after = _grades(graded.root)
+    others = {k: v for k, v in before.items() if k[1] not in broken}
+    assert others and all(after[k] == v for k, v in others.items())
+    for sub in SUBMISSIONS:  # and every graded student still has the score the tests expect
+        if sub.expected is not None:
+            scores = [v[0] or 0 for k, v in after.items() if k[:2] == (sub.assignment, sub.student)
+                      and k[2].startswith("test_")]
+            assert sum(scores) == pytest.approx(sub.expected), f"{sub.assignment}:{sub.student}"
+
+
+def test_feedback_is_written_for_every_graded_submission(graded):
+    assert grade.feedback(graded.root) == 0
+    for (a, student), o in graded.outcomes.items():
+        html = graded.root / "feedback" / student / a / f"{a}.html"
+        if o.ok:
+            text = html.read_text()
+            assert html.stat().st_size < 2_000_000 and "Score" in text, html
+        else:
+            assert not html.exists()
+
+
+def test_csv_export_has_every_student_and_assignment(graded):
+    from nbgrader.api import Gradebook
+
+    reference_manual = 0.0
+    with Gradebook(f"sqlite:///{graded.root / 'gradebook.db'}") as gb:  # the instructor grades by hand
+        for a in ASSIGNMENTS:
+            for nb in gb.find_submission(a, "reference").notebooks:
+                for g in nb.grades:
+                    if g.cell.cell_type == "markdown":
+                        g.manual_score = g.max_score
+                        reference_manual += g.max_score
+        gb.db.commit()
+    out = graded.root / "feedback" / "grades.csv"
+    assert grade.export(graded.root, str(out)) == 0
+    rows = list(csv.DictReader(out.open()))
+    students = {s.student for s in SUBMISSIONS}
+    assert {(r["assignment"], r["student_id"]) for r in rows} == {(a, s) for a in ASSIGNMENTS for s in students}
+    reference = {r["assignment"]: float(r["score"]) for r in rows if r["student_id"] == "reference"}
+    assert reference == {a: fixtures.full_marks(a) + fixtures.MANUAL[a] for a in ASSIGNMENTS}
+    blank = [float(r["score"]) for r in rows if r["student_id"] == "blank"]
+    assert blank == [0.0] * len(ASSIGNMENTS)
+
+
+def test_zip_of_downloads_is_collected(tmp_path, environment):
+    root = make_course(tmp_path / "course")
+    course = fixtures.Course(root)
+    archive = tmp_path / "downloads.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("alice/mixed_pooling.ipynb", json.dumps(course.exercise("mixed_pooling")))
+        z.writestr("bob-42/mixed_pooling.ipynb", json.dumps(course.solved("mixed_pooling")))
+    assert grade.collect(root, "mixed_pooling", archive) == 0
+    for student in ("alice", "bob-42"):
+        assert (root / "submitted" / student / "mixed_pooling" / "mixed_pooling.ipynb").is_file()
