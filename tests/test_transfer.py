@@ -1,0 +1,287 @@
+"""lib.transfer: stages cover every parameter, freezing really freezes (BatchNorm statistics included),
+heads are replaced in place, per-stage learning rates, gradual unfreezing, feature extraction, the
+torchvision weights loader (offline failure, and loading from a cached file into lib models, checked
+against torchvision's logits), the shipped backbone, and the experiments' --quick runs."""
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import time
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lib import experiments, models, transfer
+from lib.analysis import count_params
+from lib.models.blocks import BasicBlock
+
+SMALL = {"resnet20": {}, "resnet18": {"small_input": True}, "efficientnet_b0": {"small_input": True},
+         "vit_tiny_28": {}, "simple_cnn": {}, "vgg11_bn": {"small_input": True}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def batch(model: nn.Module, n: int = 4) -> torch.Tensor:
+    name = getattr(model, "name", "simple_cnn")
+    c, h, w = models.default_input_size(name, small_input=True) if name in models.MODELS else (1, 28, 28)
+    return torch.randn(n, model.in_channels if hasattr(model, "in_channels") else c, h, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages, freezing, heads
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(SMALL))
+def test_stages_partition_the_parameters_and_end_with_the_head(name):
+    with torch.device("meta"):
+        model = models.build(name, **SMALL[name])
+    st = transfer.stages(model)
+    assert list(st)[-1] == "head" and len(st) >= 2
+    names = [n for ps in st.values() for n, _ in ps]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())  # each exactly once
+    assert transfer.head(model) is [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def test_resnet20_stages_are_stem_layers_head():
+    assert transfer.stage_names(models.resnet20()) == ["stem", "layer1", "layer2", "layer3", "head"]
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "vit_tiny_28", "simple_cnn"])  # untrained B0 outputs ~1e-14 in eval mode
+def test_freeze_trains_only_the_head_and_keeps_batchnorm_statistics(name):
+    torch.manual_seed(0)
+    model = models.build(name, num_classes=3, **SMALL[name])
+    transfer.freeze(model)
+    assert transfer.trainable_stages(model) == ["head"]
+    assert count_params(model, trainable_only=True) == sum(p.numel() for _, p in transfer.stages(model)["head"])
+    before = copy.deepcopy(model.state_dict())
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    for _ in range(2):
+        loss = model(batch(model)).logsumexp(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = model.state_dict()
+    head_keys = {n for n, _ in transfer.stages(model)["head"]}
+    for key in before:
+        changed = not torch.equal(before[key], after[key])
+        if key in head_keys:
+            assert changed, f"{key}: the head did not train"
+        elif not key.endswith("num_batches_tracked"):
+            assert not changed, f"{key} changed although its stage is frozen"
+    transfer.unfreeze(model)
+    assert transfer.trainable_stages(model) == transfer.stage_names(model)
+    model.train()
+    model(batch(model))
+    if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        moved = [k for k in before if "running_mean" in k and not torch.equal(before[k], model.state_dict()[k])]
+        assert moved, "after unfreeze, BatchNorm should update its statistics in training mode again"
+
+
+def test_freeze_with_train_bn_and_named_stages():
+    model = models.resnet20(num_classes=3)
+    transfer.freeze(model, ["stem", "layer1"], train_bn=True)
+    assert transfer.trainable_stages(model) == ["layer2", "layer3", "head"]
+    model.train()
+    assert model.bn1.training  # no hook: BatchNorm follows model.train()
+    with pytest.raises(KeyError, match="has no stage 'layer4'"):
+        transfer.freeze(model, ["layer4"])
+
+
+@pytest.mark.parametrize("name", ["resnet20", "efficientnet_b0", "vit_tiny_28", "vgg11_bn"])
+def test_replace_head_changes_the_number_of_outputs_in_place(name):
+    model = models.build(name, **SMALL[name])
+    new = transfer.replace_head(model, 7)
+    assert transfer.head(model) is new and new.out_features == 7
+    model.eval()
+    assert model(batch(model, 2)).shape == (2, 7)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning rates, gradual unfreezing, features
+# ---------------------------------------------------------------------------------------------
+def test_param_groups_give_each_stage_its_learning_rate():
+    model = models.resnet20()
+    groups = transfer.param_groups(model, lr=1e-2, decay=0.5)
+    assert [g["name"] for g in groups] == ["stem", "layer1", "layer2", "layer3", "head"]
+    assert [g["lr"] for g in groups] == pytest.approx([1e-2 * 0.5 ** k for k in (4, 3, 2, 1, 0)])
+    assert sum(p.numel() for g in groups for p in g["params"]) == count_params(model)
+    groups = transfer.param_groups(model, lr=1e-2, lrs={"stem": 0.0})
+    assert groups[0]["lr"] == 0.0 and all(g["lr"] == 1e-2 for g in groups[1:])
+    transfer.freeze(model)
+    assert [g["name"] for g in transfer.param_groups(model, lr=1e-2)] == ["head"]
+    transfer.freeze(model, ["head"])
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        transfer.param_groups(model, lr=1e-2)
+
+
+def test_gradual_unfreezing_releases_one_stage_per_phase():
+    torch.manual_seed(0)
+    model = models.resnet20(in_channels=1, num_classes=3)
+    loader = DataLoader(TensorDataset(torch.randn(16, 1, 28, 28), torch.randint(0, 3, (16,))), batch_size=8)
+    stem_before = model.conv1.weight.detach().clone()
+    h = transfer.fit_gradual_unfreezing(model, loader, epochs_per_phase=1, lr=1e-3, decay=0.5, phases=2,
+                                        progress=False)
+    frame = h.frame()
+    assert list(frame["phase"]) == [1, 2] and list(frame["unfrozen"]) == ["head", "layer3"]
+    assert frame["trainable_params"].is_monotonic_increasing
+    assert torch.equal(model.conv1.weight, stem_before), "the stem was never unfrozen, so it must not move"
+    assert transfer.trainable_stages(model) == ["layer3", "head"]
+    with pytest.raises(ValueError, match="phases must be between"):
+        transfer.fit_gradual_unfreezing(model, loader, epochs_per_phase=1, lr=1e-3, phases=9)
+
+
+def test_extract_features_is_the_pooled_backbone_output():
+    torch.manual_seed(0)
+    model = models.resnet20(in_channels=1).train()
+    x, y = torch.randn(10, 1, 28, 28), torch.arange(10)
+    feats, labels = transfer.extract_features(model, DataLoader(TensorDataset(x, y), batch_size=4))
+    assert feats.shape == (10, 64) and torch.equal(labels, y)
+    assert model.training, "the model's mode must be restored"
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(feats, model.forward_features(x).mean(dim=(2, 3)))
+        # the head applied to the features gives the model's logits
+        torch.testing.assert_close(model.fc(feats), model(x))
+    vit = models.vit_tiny_28().eval()
+    with torch.no_grad():
+        torch.testing.assert_close(transfer.pooled_features(vit, x), vit.forward_features(x)[:, 0])
+
+
+def test_class_task_relabels_and_samples_per_class():
+    class Toy(torch.utils.data.Dataset):
+        labels = torch.tensor([0, 1, 2, 3] * 5)
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return torch.full((1,), float(i)), self.labels[i]
+
+    task = transfer.class_task(Toy(), [3, 1], per_class=2, seed=0)
+    assert len(task) == 4 and sorted(task.labels.tolist()) == [0, 0, 1, 1]
+    for i in range(len(task)):
+        x, y = task[i]
+        original = Toy.labels[int(x.item())].item()
+        assert (original, y.item()) in {(3, 0), (1, 1)}
+    assert torch.equal(task.indices, transfer.class_task(Toy(), [3, 1], per_class=2, seed=0).indices)
+    assert len(transfer.class_task(Toy(), [0, 2])) == 10
+    with pytest.raises(ValueError, match="only 5 examples"):
+        transfer.class_task(Toy(), [0], per_class=6)
+    with pytest.raises(ValueError, match="no examples"):
+        transfer.class_task(Toy(), [7])
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision weights
+# ---------------------------------------------------------------------------------------------
+def test_torchvision_weights_offline_fail_fast_and_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    start = time.perf_counter()
+    with pytest.raises(transfer.WeightsUnavailableError) as info:
+        transfer.load_torchvision_weights(models.resnet18(), "resnet18")
+    assert time.perf_counter() - start < 5
+    message = str(info.value)
+    for part in ("ResNet18_Weights.IMAGENET1K_V1", "https://download.pytorch.org/models/resnet18-f37072fd.pth",
+                 "offline", str(tmp_path), "load_pretrained_backbone"):
+        assert part in message, f"the message should name {part!r}: {message}"
+
+
+def test_torchvision_weights_dns_that_hangs_times_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: time.sleep(30))
+    start = time.perf_counter()
+    with pytest.raises(transfer.WeightsUnavailableError, match="DNS lookup timed out"):
+        transfer.load_torchvision_weights(models.resnet18(), "resnet18", timeout=0.5)
+    assert time.perf_counter() - start < 5
+
+
+@pytest.fixture
+def cached_resnet18(tmp_path, monkeypatch):
+    """torchvision's resnet18 with random weights, saved where torchvision's cache would hold the download."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18().eval()
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    target = tmp_path / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
+    target.parent.mkdir(parents=True)
+    torch.save(tv.state_dict(), target)
+    return tv
+
+
+def test_torchvision_weights_load_from_the_cache_into_lib_models(cached_resnet18):
+    x = torch.randn(2, 3, 64, 64)
+    model = models.resnet18().eval()
+    report = transfer.load_torchvision_weights(model)  # name from the model
+    assert report == {"weights": "ResNet18_Weights.IMAGENET1K_V1", "adapted": [], "skipped": []}
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), cached_resnet18(x))
+
+    grey = models.resnet18(in_channels=1, num_classes=5).eval()
+    report = transfer.load_torchvision_weights(grey, "resnet18")
+    assert report["adapted"] == ["conv1.weight"] and sorted(report["skipped"]) == ["fc.bias", "fc.weight"]
+    g = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():  # a grey image through summed kernels = the RGB image R = G = B through the originals
+        tv_features = torch.nn.Sequential(*list(cached_resnet18.children())[:-1])(g.expand(-1, 3, -1, -1)).flatten(1)
+        torch.testing.assert_close(grey.avgpool(grey.forward_features(g)).flatten(1), tv_features)
+
+
+def test_torchvision_weights_that_do_not_fit_raise(cached_resnet18):
+    with pytest.raises(ValueError, match="does not fit"):
+        transfer.load_torchvision_weights(models.ResNet(BasicBlock, (2, 2, 2, 2), widths=(32, 64, 128, 256)),
+                                          "resnet18")
+    with pytest.raises(KeyError, match="no weights"):
+        transfer.load_torchvision_weights(models.resnet18(), "resnet18", "NO_SUCH_WEIGHTS")
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped backbone and the experiments
+# ---------------------------------------------------------------------------------------------
+def test_shipped_backbone_loads_and_classifies_the_source_classes():
+    path = experiments.RESULTS_DIR / transfer.BACKBONE_CHECKPOINT
+    if not path.is_file():
+        pytest.skip("results/backbone_fmnist_source.pt not made yet (python -m lib.experiments pretrain_backbone)")
+    assert path.stat().st_size < 4 * 2 ** 20
+    model, meta = transfer.load_pretrained_backbone()
+    assert meta["source_classes"] == list(transfer.SOURCE_CLASSES)
+    from lib import data, train
+    test = transfer.class_task(data.fashion_mnist().test, transfer.SOURCE_CLASSES, per_class=100)
+    acc = train.evaluate(model, DataLoader(test, batch_size=250))["acc"]
+    assert acc > 0.8, f"the shipped backbone classifies its source classes at {acc:.2f}"
+    record = experiments.load("pretrain_backbone")
+    assert record["results"]["checkpoint"] == path.name
+
+
+def test_pretrain_backbone_quick_run(tmp_path):
+    path = experiments.run("pretrain_backbone", quick=True, out_dir=tmp_path)
+    record = json.loads(path.read_text())
+    assert record["quick"] and record["provenance"]["wall_seconds"] > 0
+    results = record["results"]
+    assert results["train_images"] == 5 * 64 and len(results["history"]) == 1
+    model, meta = transfer.load_pretrained_backbone(tmp_path / results["checkpoint"])
+    assert meta["model"] == "resnet20" and transfer.stage_names(model)[-1] == "head"
+    with pytest.raises(ValueError, match="--quick"):
+        experiments.load("pretrain_backbone", results_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_vit_vs_cnn_quick_run(tmp_path):
+    record = json.loads(experiments.run("vit_vs_cnn", quick=True, out_dir=tmp_path).read_text())
+    runs = record["results"]["runs"]
+    assert {r["model"] for r in runs} == {"ViT (vit_tiny_28)", "CNN (simple_cnn, width 32)"}
+    assert all(0 <= r["test_acc"] <= 1 and r["train_seconds"] > 0 for r in runs)
+    assert (tmp_path / record["results"]["checkpoint"]).is_file()
