@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,7 @@ def bench_book(book_root: Path, logs: Path, shared_venv: bool = False) -> dict:
     out["cold_build_s"], out["cold_build_exit"] = timed(make, book_root, logs / "cold-build.log")
     out["chapters_s"] = chapter_times(book_root)
     if out["cold_build_exit"]:
-        out["cold_build_error"] = tail(logs / "cold-build.log", 15)
+        out["cold_build_error"] = build_errors(logs / "cold-build.log")
         print(f"cold build FAILED (exit {out['cold_build_exit']}); log: {logs / 'cold-build.log'}", flush=True)
         return out
     print("warm rebuild (nothing changed) ...", flush=True)
@@ -124,10 +125,24 @@ def verdict(value: float | None, target: float) -> str:
     return "ok" if value < target else f"OVER {target:g} s"
 
 
+def build_errors(log: Path) -> str:
+    """The lines of a failed build's log that say what failed (the notebook, the error), else its tail."""
+    wanted = re.compile(r"Executing notebook failed|Error: |timed out|WARNING|ERROR")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
+    lines = [ln.strip() for ln in text.splitlines() if wanted.search(ln) and "Kernel is running over TCP" not in ln]
+    return "\n".join(dict.fromkeys(lines)) if lines else tail(log, 15)
+
+
+def _last_error(log: str) -> str:
+    lines = [ln for ln in log.splitlines() if ln]
+    return lines[0][:160] if lines else "see the log"
+
+
 def print_book(result: dict) -> None:
     cold, warm = result.get("cold_build_s"), result.get("warm_build_s")
-    failed = f"  FAILED (exit {result['cold_build_exit']})" if result.get("cold_build_exit") else ""
-    print(f"{'cold build (make book)':34s} {cold:8.1f} s   {verdict(cold, TARGETS['cold_build_s'])}{failed}")
+    status = (f"FAILED (exit {result['cold_build_exit']}): {_last_error(result.get('cold_build_error', ''))}"
+              if result.get("cold_build_exit") else verdict(cold, TARGETS["cold_build_s"]))
+    print(f"{'cold build (make book)':34s} {cold:8.1f} s   {status}")
     if warm is not None:
         executed = result.get("warm_build_executed")
         print(f"{'warm rebuild (make book)':34s} {warm:8.1f} s   {verdict(warm, TARGETS['warm_build_s'])}"

@@ -67,7 +67,8 @@ def run_tests(clone: Path, logs: Path) -> dict:
     seconds, rc = timed(["make", "--no-print-directory", "test"], clone, logs / "test.log")
     text = (logs / "test.log").read_text(errors="replace")
     summary = [ln.strip("= ").strip() for ln in text.splitlines() if re.search(r"\b(passed|failed|error)\b.* in ", ln)]
-    return {"seconds": round(seconds, 1), "exit": rc, "summary": summary[-1] if summary else tail(logs / "test.log", 3)}
+    last = summary[-1] if summary else " / ".join(tail(logs / "test.log", 3).splitlines())
+    return {"seconds": round(seconds, 1), "exit": rc, "summary": last}
 
 
 def glance_fragment(result: dict, toc_docs: set[str]) -> str:
