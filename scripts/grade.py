@@ -38,11 +38,15 @@ def _single_threaded() -> None:
     os.environ["OMP_NUM_THREADS"] = os.environ.get("AUTOGRADE_THREADS", "1")
 
 
-def _env(root: Path) -> None:
-    """nbgrader starts `alembic` and kernels as subprocesses: the venv's bin must be on PATH.
-    SQLAlchemy's and nbformat's warnings about nbgrader's own internals are noise for the instructor."""
+def _quiet_nbgrader() -> None:
+    """SQLAlchemy's and nbformat's warnings about nbgrader's own internals are noise for the instructor."""
     warnings.filterwarnings("ignore", message=".*not in session.*")
     warnings.filterwarnings("ignore", message=".*missing an id field.*")
+
+
+def _env(root: Path) -> None:
+    """nbgrader starts `alembic` and kernels as subprocesses: the venv's bin must be on PATH."""
+    _quiet_nbgrader()
     bin_dir = str(Path(sys.executable).parent)
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
@@ -180,6 +184,7 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
     from nbgrader.api import Gradebook
 
     _single_threaded()
+    _quiet_nbgrader()
     api = _api(root, overrides)
     outcomes = []
     found = submissions(root, names)
@@ -250,12 +255,14 @@ def export(root: Path, to: str = "feedback/grades.csv") -> int:
     return status
 
 
-def validate(notebook: Path) -> int:
-    """Run a notebook's tests like `nbgrader validate`, but exit 1 when one fails."""
+def validate(notebook: Path, root: Path = REPO) -> int:
+    """Run a notebook's tests like `nbgrader validate` (with the course's settings), but exit 1 when one fails."""
     from nbgrader.validator import Validator
+    from traitlets.config.loader import PyFileConfigLoader
 
     _single_threaded()
-    results = Validator().validate(str(notebook))
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    results = Validator(config=config).validate(str(notebook))
     if not results:
         print(f"{notebook}: every test passed. Submit this file.")
         return 0
@@ -288,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root.resolve()
     if args.command == "validate":
         _env(args.notebook.resolve().parent)
-        return validate(args.notebook.resolve())
+        return validate(args.notebook.resolve(), root)
     _env(root)
     if args.command == "exercises":
         generate_exercises(root, args.assignments or None)

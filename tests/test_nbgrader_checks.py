@@ -208,6 +208,7 @@ def test_chain_reference_matches_the_measured_field():
         assert measured.center == (big_ref["start"][0] + i * big_ref["jump"][0], big_ref["start"][1] + j * big_ref["jump"][1])
 
 
+@pytest.mark.slow
 def test_receptive_field_reference_passes():
     fn = solution("receptive_field")["compute_receptive_field"]
     for seed in range(300, 306):
@@ -249,7 +250,9 @@ def test_receptive_field_mistakes_are_named():
 @pytest.mark.parametrize("name, input_size", [("resnet50", 480), ("efficientnet_b0", 928)])
 def test_measured_fields_are_measured_again(name, input_size):
     """MEASURED_FIELDS, the hidden tests' expected values, from lib.analysis at a size where they fit."""
-    model = {"resnet50": grading.resnet50, "efficientnet_b0": grading.efficientnet_b0}[name]()
+    from lib.models import efficientnet_b0, resnet50
+
+    model = {"resnet50": resnet50, "efficientnet_b0": efficientnet_b0}[name]()
     rf = empirical_receptive_field(model, (1, 3, input_size, input_size))
     assert not rf.clipped and rf.size == (grading.MEASURED_FIELDS[name],) * 2
 
@@ -269,6 +272,7 @@ def test_wrn_table_matches_the_design():
     assert sum(p.numel() for p in ns["WideResNet"](28, 10).parameters()) == grading.wrn_params(28, 10)
 
 
+@pytest.mark.slow
 def test_resnet_variants_reference_passes():
     ns = solution("resnet_variants")
     grading.check_preact_block(ns["PreActBlock"], c_in=6, c_out=10, stride=2, hw=(9, 6))

@@ -9,6 +9,7 @@ validation is checked through its Python API (`nbgrader.validator.Validator`).
 from __future__ import annotations
 
 import csv
+import html
 import importlib.util
 import json
 import os
@@ -275,3 +276,36 @@ def test_zip_of_downloads_is_collected(tmp_path, environment):
     assert grade.collect(root, "mixed_pooling", archive) == 0
     for student in ("alice", "bob-42"):
         assert (root / "submitted" / student / "mixed_pooling" / "mixed_pooling.ipynb").is_file()
+
+
+def _solution_lines() -> set[str]:
+    """Distinctive lines of code that only the solutions hold (inside the solution regions, and not given
+    away by the task's text in the student version)."""
+    lines = set()
+    for a in ASSIGNMENTS:
+        student_version = (ROOT / "exercises" / a / f"{a}.ipynb").read_text()
+        for cell in json.loads((ROOT / "solutions" / a / f"{a}.ipynb").read_text())["cells"]:
+            inside = False
+            for line in "".join(cell["source"]).splitlines():
+                if "BEGIN SOLUTION" in line:
+                    inside = True
+                elif "END SOLUTION" in line:
+                    inside = False
+                elif inside and len(line.strip()) > 40 and cell["cell_type"] == "code" \
+                        and json.dumps(line.strip())[1:-1] not in student_version:
+                    lines.add(line.strip())
+    return lines
+
+
+@pytest.mark.book
+def test_the_built_book_publishes_no_solution(built_book):
+    """The exercises' pages and downloads are the student versions: no line of a solution is anywhere."""
+    secret = _solution_lines()
+    assert len(secret) > 30
+    for path in built_book.rglob("*"):
+        if path.suffix in (".html", ".ipynb", ".txt", ".md", ".js") and path.is_file():
+            text = path.read_text(errors="replace")
+            if path.suffix == ".html":  # code is highlighted token by token: compare the text only
+                text = html.unescape(re.sub(r"<[^>]+>", "", text))
+            leaked = [line for line in secret if line in text]
+            assert not leaked, f"{path.relative_to(built_book)} contains solution code: {leaked[:2]}"

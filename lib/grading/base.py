@@ -1,0 +1,75 @@
+"""What every check shares: the error it raises, quiet execution, building the student's object, comparing tensors."""
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+
+class GradingError(AssertionError):
+    """A check failed; the message names the expected value, the value found and the likely fix."""
+
+
+def fail(message: str) -> None:
+    raise GradingError(message)
+
+
+def quiet(check: Callable) -> Callable:
+    """Run a check with warnings silenced: nbgrader gives zero to a test cell that writes to stderr."""
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return check(*args, **kwargs)
+    return wrapper
+
+
+def shape_str(t: torch.Tensor | Sequence[int]) -> str:
+    shape = tuple(t.shape) if isinstance(t, torch.Tensor) else tuple(t)
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def hw_str(t: torch.Tensor) -> str:
+    return f"{t.shape[-2]}x{t.shape[-1]}"
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a.detach().double() - b.detach().double()).abs().max().item()
+
+
+def close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    a, b = a.detach().double(), b.detach().double()
+    return a.shape == b.shape and bool(((a - b).abs() <= atol + rtol * b.abs()).all())
+
+
+def build(cls: Callable, description: str, *args, **kwargs):
+    """Call the student's constructor; a TypeError names the signature the task asked for."""
+    try:
+        return cls(*args, **kwargs)
+    except TypeError as e:
+        fail(f"{description} raised TypeError: {e}. Keep the signature given in the task.")
+
+
+def output(module: nn.Module | Callable, x: torch.Tensor, description: str) -> torch.Tensor:
+    y = module(x)
+    if not isinstance(y, torch.Tensor):
+        fail(f"{description} returned {type(y).__name__}, expected a torch.Tensor")
+    if not torch.isfinite(y).all():
+        fail(f"{description} returned NaN or inf values (input shape {shape_str(x)}): "
+              f"look for a division by zero or a power of a negative number")
+    return y
+
+
+def random_input(shape: Sequence[int], seed: int, *, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """A reproducible input that does not depend on (or disturb) the global random state."""
+    g = torch.Generator().manual_seed(seed)
+    return low + (high - low) * torch.rand(*shape, generator=g)
+
+
+def learnable(module: nn.Module) -> list[nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
+
+
