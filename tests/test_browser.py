@@ -1,0 +1,369 @@
+"""The built book in a real browser: Debian's Chromium, headless, driven by Playwright, against `_build/html`
+served on loopback with every request to any other host aborted (so passing proves the book is complete
+offline).
+
+Each TOC page is opened once at desktop width and once at phone width (full-page screenshots of both go to
+`_build/screenshots/`, with an index.html to look through them); the tests below then check what those
+visits recorded. Where no Chromium can be had the tests are skipped, saying how to get one;
+CNN_COURSE_REQUIRE_BROWSER=1 turns that skip into a failure."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from browser_helpers import (CHROMIUM_ARGS, DESKTOP, INSTALL_HINT, PHONE, ROOT, book_config, executed_chapters,
+                             find_chromium, html_ids, is_exercise, is_loopback, markdown_text, notebook_pages,
+                             open_page, serve, slug, source_of, strip_fragment, toc_entries)
+
+pytestmark = pytest.mark.browser
+
+PAGES = toc_entries()
+
+
+def _no_browser(reason: str):
+    message = f"browser tests not run: {reason}; {INSTALL_HINT}"
+    if os.environ.get("CNN_COURSE_REQUIRE_BROWSER"):
+        pytest.fail(message + " (CNN_COURSE_REQUIRE_BROWSER is set, so this is a failure)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through Playwright (never Playwright's own browser download)."""
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        _no_browser("the Python package playwright is not installed (it is in requirements.txt: `make setup`)")
+    executable = find_chromium()
+    if executable is None:
+        explicit = os.environ.get("CNN_COURSE_CHROMIUM")
+        _no_browser(f"CNN_COURSE_CHROMIUM={explicit} is not an executable" if explicit
+                    else "no Chromium or Chrome was found on PATH")
+    with sync_playwright() as p:
+        try:
+            chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        except Error as exc:
+            _no_browser(f"{executable} would not start under Playwright ({str(exc).splitlines()[0]})")
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def site(browser, built_book):
+    """The built book on http://127.0.0.1:<free port>/ (the browser is found first: no build if there is none)."""
+    with serve(built_book) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def screenshots(built_book) -> Path:
+    folder = built_book.parent / "screenshots"
+    yield folder
+    _write_screenshot_index(folder)
+
+
+@pytest.fixture(scope="session")
+def visit(browser, site, screenshots):
+    """visit(entry, "desktop" | "phone") -> Visit; each page is loaded (and photographed) once per width."""
+    seen = {}
+
+    def get(entry: str, width: str = "desktop"):
+        if (entry, width) not in seen:
+            shot = screenshots / width / f"{slug(entry)}.png"
+            viewport = DESKTOP if width == "desktop" else PHONE
+            seen[entry, width] = open_page(browser, site.url(entry), viewport=viewport, screenshot=shot)
+        return seen[entry, width]
+    return get
+
+
+def _write_screenshot_index(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    rows = []
+    for entry in PAGES:
+        cells = "".join(f'<td><a href="{w}/{slug(entry)}.png"><img src="{w}/{slug(entry)}.png" '
+                        f'style="width:{360 if w == "desktop" else 180}px;vertical-align:top"></a></td>'
+                        for w in ("desktop", "phone") if (folder / w / f"{slug(entry)}.png").exists())
+        rows.append(f"<tr><th>{html.escape(entry)}</th>{cells}</tr>")
+    (folder / "index.html").write_text(
+        "<!doctype html><meta charset=utf-8><title>Book screenshots</title>"
+        f"<h1>Book screenshots</h1><p>Desktop {DESKTOP['width']}px and phone {PHONE['width']}px wide, full page, "
+        f"taken by tests/test_browser.py on {time.strftime('%Y-%m-%d %H:%M')}.</p>"
+        f"<table>{''.join(rows)}</table>")
+
+
+# ---- every page --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+@pytest.mark.parametrize("entry", PAGES)
+def test_page_loads_offline_without_errors(visit, screenshots, entry, width):
+    v = visit(entry, width)
+    assert not v.problems(), f"{entry} at {width} width:\n  " + "\n  ".join(v.problems())
+    assert v.dom["main_text_length"] > 200, f"{entry}: the page is (nearly) empty"
+    assert v.dom["overflow_x"] <= 1, f"{entry}: the page is {v.dom['overflow_x']} px wider than a {width} screen"
+    shot = screenshots / width / f"{slug(entry)}.png"
+    assert shot.is_file() and shot.stat().st_size > 5000, f"no screenshot at {shot}"
+
+
+@pytest.mark.parametrize("entry", PAGES)
+def test_every_image_loads(visit, entry):
+    broken = [i["src"][:120] for i in visit(entry).dom["images"] if not i["ok"]]
+    assert not broken, f"{entry}: images that did not load: {broken}"
+
+
+_status_cache: dict[str, int] = {}
+
+
+def _status(url: str) -> int:
+    if url not in _status_cache:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                _status_cache[url] = r.status
+        except urllib.error.HTTPError as e:
+            _status_cache[url] = e.code
+    return _status_cache[url]
+
+
+@pytest.mark.parametrize("entry", PAGES)
+def test_every_internal_link_resolves(visit, site, built_book, entry):
+    """Every link on the page to our own site answers 200, and a link to #anchor finds that anchor."""
+    v = visit(entry)
+    problems = []
+    for link in sorted(set(v.dom["links"])):
+        if not is_loopback(link) or urlsplit(link).scheme not in ("http", "https"):
+            continue
+        target, fragment = strip_fragment(link)
+        status = _status(target)
+        if status != 200:
+            problems.append(f"{link} -> HTTP {status}")
+            continue
+        if fragment:
+            path = unquote(urlsplit(target).path).lstrip("/")
+            file = built_book / (path or "index.html")
+            if file.is_dir():
+                file = file / "index.html"
+            ids = set(v.dom["ids"]) if target == strip_fragment(v.url)[0] else set()
+            if file.suffix == ".html" and unquote(fragment) not in ids | html_ids(file):
+                problems.append(f"{link} -> no element with id {fragment!r} in {path}")
+    assert not problems, f"{entry}: broken internal links:\n  " + "\n  ".join(problems)
+
+
+# ---- chapters: executed, with figures and no errors --------------------------------------------------------
+@pytest.mark.parametrize("entry", executed_chapters())
+def test_chapter_shows_its_executed_outputs(visit, entry):
+    d = visit(entry).dom
+    assert d["outputs"] > 0, f"{entry}: no cell outputs on the page (was it executed?)"
+    assert d["output_images"] > 0, f"{entry}: no figure among the outputs"
+    assert all(i["ok"] for i in d["images"] if i["output"]), f"{entry}: a figure did not load"
+    assert not d["error_outputs"], f"{entry}: error outputs: {[e[:200] for e in d['error_outputs']]}"
+    assert not d["traceback_text"], f"{entry}: a cell output shows a traceback or an error"
+
+
+# ---- math --------------------------------------------------------------------------------------------------
+def test_math_is_typeset_offline(visit):
+    """Every page with math loads the bundled MathJax (from loopback: the network is cut off) and every
+    formula is typeset without a MathJax error."""
+    with_math = []
+    for entry in PAGES:
+        d = visit(entry).dom
+        if d["math_nodes"] == 0:
+            continue
+        with_math.append(entry)
+        assert d["mathjax_version"], f"{entry}: has math but MathJax did not load ({d['scripts']})"
+        assert any("/_static/mathjax/" in s and is_loopback(s) for s in d["scripts"]), \
+            f"{entry}: MathJax is not the bundled copy: {[s for s in d['scripts'] if 'mathjax' in s.lower()]}"
+        assert d["mjx"] >= d["math_nodes"], f"{entry}: {d['math_nodes']} formulas but {d['mjx']} typeset"
+        assert not d["mjx_errors"], f"{entry}: MathJax errors: {d['mjx_errors']}"
+    assert with_math, "no page of the book has math: this test would prove nothing"
+
+
+# ---- search ------------------------------------------------------------------------------------------------
+def _chapters_mentioning(term: str) -> list[str]:
+    return [e for e in PAGES if not is_exercise(e) and e != PAGES[0]
+            and re.search(rf"\b{re.escape(term)}", markdown_text(e), re.IGNORECASE)]
+
+
+@pytest.mark.parametrize("term", ["bottleneck", "pooling"])
+def test_search_lists_the_chapter(browser, site, term):
+    """Type the term into the book's search box, press Enter: every chapter whose text uses it is listed."""
+    expected = _chapters_mentioning(term)
+    if not expected:
+        pytest.skip(f"no chapter in _toc.yml mentions {term!r} yet")
+    context = browser.new_context(viewport=DESKTOP)
+    context.route("**/*", lambda r: r.continue_() if is_loopback(r.request.url) else r.abort())
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(site.url(PAGES[0]), wait_until="load")
+        page.locator("button.search-button-field, button.search-button").first.click()
+        box = page.locator("input[name='q']:visible").first
+        box.fill(term)
+        box.press("Enter")
+        page.wait_for_url(re.compile(r"/search\.html\?"), timeout=30000)
+        page.wait_for_function(
+            "() => { const s = document.querySelector('#search-results .search-summary, p.search-summary');"
+            " return s && /found|did not match/i.test(s.innerText); }", timeout=60000)
+        hits = page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.href)")
+        page.screenshot(path=str(site.root.parent / "screenshots" / f"search-{term}.png"))
+    finally:
+        context.close()
+    listed = {unquote(urlsplit(h).path).lstrip("/").removesuffix(".html") for h in hits}
+    missing = [e for e in expected if e not in listed]
+    assert not missing, f"searching {term!r} listed {sorted(listed)}, not {missing}"
+    assert not errors, f"JavaScript errors on the search page: {errors}"
+
+
+# ---- reading and launching ---------------------------------------------------------------------------------
+def _repo_parts() -> tuple[str, str, str]:
+    repo = book_config()["repository"]
+    parts = urlsplit(repo["url"]).path.strip("/").split("/")
+    return parts[0], parts[1], repo.get("branch", "main")
+
+
+@pytest.mark.parametrize("entry", notebook_pages())
+def test_notebook_page_has_download_and_launch_buttons(visit, entry):
+    """Chapters and exercises offer their notebook for download and launch buttons (JupyterLab on Binder or a
+    JupyterHub, Colab), all made from `repository` and `launch_buttons` in _config.yml."""
+    d = visit(entry).dom
+    notebooks = [u for u in d["download"] if u.endswith(f"/_sources/{entry}.ipynb")]
+    assert notebooks, f"{entry}: no download button for {entry}.ipynb (has {d['download']})"
+    with urllib.request.urlopen(notebooks[0], timeout=30) as r:
+        nb = json.loads(r.read())
+    assert nb.get("nbformat") == 4 and nb["cells"], f"{entry}: the downloaded notebook is not a notebook"
+
+    org, repo, branch = _repo_parts()
+    launch = book_config()["launch_buttons"]
+    interface = {"jupyterlab": "lab/tree", "classic": "tree"}[launch.get("notebook_interface", "classic")]
+    expected = {}
+    if launch.get("binderhub_url"):
+        expected["Binder"] = (f"{launch['binderhub_url'].rstrip('/')}/v2/gh/{org}/{repo}/{branch}"
+                              f"?urlpath={interface}/{entry}.ipynb")
+    if launch.get("jupyterhub_url"):
+        expected["JupyterHub"] = f"{launch['jupyterhub_url'].rstrip('/')}/hub/user-redirect/git-pull?"
+    if launch.get("colab_url"):
+        expected["Colab"] = f"{launch['colab_url'].rstrip('/')}/github/{org}/{repo}/blob/{branch}/{entry}.ipynb"
+    assert expected, "_config.yml configures no launch service"
+    for name, prefix in expected.items():
+        assert any(u.startswith(prefix) for u in d["launch"]), \
+            f"{entry}: no {name} launch button starting {prefix} (has {d['launch']})"
+
+
+def test_at_a_glance_times_every_chapter(visit):
+    """The "at a glance" page has the build's own execution time for every executed chapter."""
+    page = "book/at-a-glance"
+    if page not in PAGES:
+        pytest.skip(f"{page} is not in _toc.yml")
+    d = visit(page).dom
+    rows = {r[0]: r for r in d["tables"] if r}
+    for entry in executed_chapters():
+        assert entry in rows, f"{page}: no row for {entry} in its tables ({sorted(rows)})"
+        seconds = rows[entry][3]
+        assert re.fullmatch(r"\d+(\.\d+)?", seconds), f"{page}: {entry} has no run time ({rows[entry]})"
+
+
+def test_repository_url_is_one_setting():
+    """The repository is named once, in _config.yml; no page hard-codes it (launch links are made from it)."""
+    url = book_config()["repository"]["url"].rstrip("/")
+    assert url.startswith("https://"), "_config.yml: repository.url is not set"
+    offenders = [str(source_of(e).relative_to(ROOT)) for e in PAGES if url in source_of(e).read_text()]
+    assert not offenders, f"pages that hard-code {url}: {offenders} (use the launch buttons / _config.yml)"
+
+
+# ---- JupyterLab, as `make lab` opens it: the nbgrader Validate button on an exercise --------------------------
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def jupyterlab(browser, tmp_path_factory):
+    """`jupyter lab --notebook-dir=.` (the Makefile's `lab`) on loopback, in a copy of the course folder
+    (nbgrader_config.py and exercises/), so that the notebook the Validate button saves is a copy."""
+    import secrets
+    import shutil
+    import subprocess
+    import sys
+
+    course = tmp_path_factory.mktemp("lab") / "course"
+    course.mkdir()
+    shutil.copy2(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "exercises", course / "exercises", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    # the instructor's version of the same exercise stands in for a student's solved copy
+    first = sorted((course / "exercises").glob("*/*.ipynb"))[0]
+    (course / "solved" / first.parent.name).mkdir(parents=True)
+    shutil.copy2(ROOT / "solutions" / first.parent.name / first.name, course / "solved" / first.parent.name)
+    port, token = _free_port(), secrets.token_hex(16)
+    jupyter = Path(sys.executable).with_name("jupyter")
+    log = open(course.parent / "jupyterlab.log", "w")
+    proc = subprocess.Popen(
+        [str(jupyter), "lab", "--notebook-dir=.", "--no-browser", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+         f"--LabApp.workspaces_dir={course.parent / 'workspaces'}", *(["--allow-root"] if os.getuid() == 0 else [])],
+        cwd=course, stdout=log, stderr=subprocess.STDOUT,
+        env=dict(os.environ, JUPYTER_RUNTIME_DIR=str(course.parent / "runtime")))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail(f"JupyterLab did not start; its log:\n{(course.parent / 'jupyterlab.log').read_text()[-3000:]}")
+                time.sleep(1)
+        yield course, base, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["exercise", "solved"])
+def test_jupyterlab_validate_button(browser, jupyterlab, built_book, version):
+    """A student opens an exercise in JupyterLab: the nbgrader Validate button is in the notebook's toolbar and
+    runs the tests. The untouched exercise fails them and the dialog says which; the instructor's solution,
+    standing in for a solved exercise, passes."""
+    course, base, token = jupyterlab
+    folder = "exercises" if version == "exercise" else "solved"
+    notebook = sorted((course / folder).glob("*/*.ipynb"))[0].relative_to(course).as_posix()
+    context = browser.new_context(viewport=DESKTOP)
+    context.route("**/*", lambda r: r.continue_() if is_loopback(r.request.url) else r.abort())
+    page = context.new_page()
+    shot = built_book.parent / "screenshots" / f"jupyterlab-validate-{version}.png"
+    try:
+        page.goto(f"{base}/lab/workspaces/{version}/tree/{notebook}?reset&token={token}", wait_until="load",
+                  timeout=120000)
+        button = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .validate-button").first
+        button.wait_for(state="visible", timeout=180000)
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60000)
+        button.click()
+        message = page.locator("#validation-message")
+        message.wait_for(state="visible", timeout=300000)
+        text = message.inner_text()
+        classes = message.get_attribute("class") or ""
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(shot))
+    finally:
+        context.close()
+    if version == "exercise":
+        assert "validation-failed" in classes, \
+            f"validating the untouched {notebook} did not report failing tests: {classes!r} {text[:500]!r}"
+    else:
+        assert "validation-success" in classes, f"validating the solution {notebook} did not pass: {text[:1500]!r}"
