@@ -71,23 +71,56 @@ def run_tests(clone: Path, logs: Path) -> dict:
     return {"seconds": round(seconds, 1), "exit": rc, "summary": last}
 
 
+def _cell(seconds, target=None, exit_code=0, note="") -> tuple[str, str]:
+    if seconds is None:
+        return "-", note or "not run"
+    if exit_code:
+        return f"{seconds:.0f}", f"failed (exit {exit_code}){': ' + note if note else ''}"
+    if target is None:
+        return f"{seconds:.0f}", note
+    return f"{seconds:.0f}", ("within" if seconds < target else "over") + f" the {target:g} s target" + (
+        f"; {note}" if note else "")
+
+
 def glance_fragment(result: dict, toc_docs: set[str]) -> str:
-    """The exercises table of book/at-a-glance.md, with where and when its figures were measured."""
+    """The tables of book/at-a-glance.md (exercises; the whole course), with where and when they were measured.
+    The page includes each part between its <!-- name --> markers."""
     prov = result["provenance"]
     m = prov["machine"]
-    lines = ["| Exercise | Autograde time (s) | Score of the solution |", "|---|---:|---|"]
+    load = m["load_average_at_start"][0]
+    busy = f", with other work running (load average {load:.1f} at the start)" if load > 1.5 * m["cores"] else ""
+    where = (f"Measured by `benchmarks/bench_course.py` on {prov['measured_at'][:10]}, at commit "
+             f"`{prov['commit'][:10]}`, on {m['cores']} cores of {m['cpu']}{busy}. "
+             "`make bench-course` measures everything again.")
+    out = ["<!-- exercises -->", "", "| Exercise | Autograde time (s) | Score of the solution |", "|---|---:|---|"]
     for name, a in result.get("autograde", {}).items():
         doc = f"exercises/{name}/{name}"
         label = f"{{doc}}`{name} </{doc}>`" if doc in toc_docs else f"`{name}`"
         seconds = "-" if a["seconds"] is None else f"{a['seconds']:.1f}"
-        lines.append(f"| {label} | {seconds} | {a['score'] or a['status']} |")
-    lines.append("")
-    load = m["load_average_at_start"][0]
-    busy = f", with other work running (load average {load:.1f} at the start)" if load > 1.5 * m["cores"] else ""
-    lines.append(f"Measured by `benchmarks/bench_course.py` on {prov['measured_at'][:10]}, at commit "
-                 f"`{prov['commit'][:10]}`, on {m['cores']} cores of {m['cpu']}{busy}; the target is under "
-                 f"{TARGETS['autograde_s']} s a notebook. `make bench-course` measures them again.")
-    return "\n".join(lines) + "\n"
+        out.append(f"| {label} | {seconds} | {a['score'] or a['status']} |")
+    out += ["", where, "", "<!-- /exercises -->", "", "<!-- course -->", "",
+            "| Step | Time (s) | |", "|---|---:|---|"]
+    rows = []
+    if "setup_s" in result:
+        rows.append(("fresh setup: `make setup` and `make data`", _cell(result["setup_s"] + result.get("data_s", 0))))
+    if "cold_build_s" in result:
+        error = (result.get("cold_build_error") or "").splitlines()
+        failed_nb = [ln.split(":")[0] for ln in error if "Executing notebook failed" in ln]
+        why = next((ln.split(": ", 1)[-1] for ln in error if "timed out" in ln), "") or next(
+            (ln for ln in error if "failed" in ln), "")
+        note = (f"{Path(failed_nb[0]).name}: " if failed_nb else "") + why
+        rows.append(("cold build: `make book`, every chapter executed",
+                     _cell(result["cold_build_s"], TARGETS["cold_build_s"], result.get("cold_build_exit", 0),
+                           note.replace("|", "/")[:140])))
+        rows.append(("warm rebuild: `make book`, nothing changed",
+                     _cell(result.get("warm_build_s"), TARGETS["warm_build_s"], result.get("warm_build_exit", 0),
+                           "" if "warm_build_s" in result else "not run: the cold build failed")))
+    if "tests" in result:
+        t = result["tests"]
+        rows.append(("test suite: `make test`", _cell(t["seconds"], None, t["exit"], t["summary"].replace("|", "/")[:140])))
+    out += [f"| {step} | {cell[0]} | {' '.join(cell[1].split())} |" for step, cell in rows]
+    out += ["", where, "", "<!-- /course -->"]
+    return "\n".join(out) + "\n"
 
 
 def toc_docnames(repo: Path) -> set[str]:
