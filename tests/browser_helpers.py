@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Debian's Chromium, headless; no sandbox (CI runs as root), nothing that phones home.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-proxy-server"]
 CHROMIUM_NAMES = ["chromium", "chromium-browser", "google-chrome-stable", "google-chrome"]
 INSTALL_HINT = ("install Debian's Chromium with `sudo apt-get install chromium` (`make browser` does it where apt "
                 "is permitted, and `make test` runs that), or point CNN_COURSE_CHROMIUM at a Chrome/Chromium binary")

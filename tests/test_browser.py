@@ -120,12 +120,13 @@ def test_every_image_loads(visit, entry):
 
 
 _status_cache: dict[str, int] = {}
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
 
 
 def _status(url: str) -> int:
     if url not in _status_cache:
         try:
-            with urllib.request.urlopen(url, timeout=30) as r:
+            with _direct.open(url, timeout=30) as r:
                 _status_cache[url] = r.status
         except urllib.error.HTTPError as e:
             _status_cache[url] = e.code
@@ -236,7 +237,7 @@ def test_notebook_page_has_download_and_launch_buttons(visit, entry):
     d = visit(entry).dom
     notebooks = [u for u in d["download"] if u.endswith(f"/_sources/{entry}.ipynb")]
     assert notebooks, f"{entry}: no download button for {entry}.ipynb (has {d['download']})"
-    with urllib.request.urlopen(notebooks[0], timeout=30) as r:
+    with _direct.open(notebooks[0], timeout=30) as r:
         nb = json.loads(r.read())
     assert nb.get("nbformat") == 4 and nb["cells"], f"{entry}: the downloaded notebook is not a notebook"
 
@@ -317,7 +318,7 @@ def jupyterlab(browser, tmp_path_factory):
         deadline = time.monotonic() + 180
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5):
+                with _direct.open(f"{base}/api/status?token={token}", timeout=5):
                     break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if proc.poll() is not None or time.monotonic() > deadline:
