@@ -50,10 +50,10 @@ clean:
 
 # ---- browser tests and benchmarks
 .PHONY: browser bench-book bench-course
-# Debian's Chromium (and a font) for tests/test_browser.py where apt is permitted; elsewhere the browser tests
+# Debian's Chromium (and fonts) for tests/test_browser.py where apt is permitted; elsewhere the browser tests
 # are skipped and say how to get a browser. Playwright drives this Chromium: it never downloads its own.
 browser:
-	@scripts/apt-install.sh chromium fonts-dejavu-core
+	@scripts/apt-install.sh chromium fonts-dejavu-core fonts-noto-color-emoji
 
 # The book's cold build, warm rebuild and chapter times, in a private copy of the committed files (minutes).
 bench-book: setup data
