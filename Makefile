@@ -36,14 +36,14 @@ book: setup data
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 
 # ---- the tests (CI runs exactly this)
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest
 
 test-fast: setup data
 	$(BIN)/python -m pytest -m "not slow and not book and not browser"
 
 lab: setup data
-	$(BIN)/jupyter lab --notebook-dir=.
+	$(BIN)/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf _build .jupyter_cache

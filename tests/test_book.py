@@ -81,6 +81,7 @@ def test_a_failing_cell_fails_the_build(tmp_path):
     book = tmp_path / "book"
     book.mkdir()
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
+    shutil.copytree(ROOT / "book" / "_ext", book / "book" / "_ext")  # the local extension _config.yml loads
     (book / "_toc.yml").write_text("format: jb-book\nroot: broken\n")
     nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "raise ValueError('deliberately broken cell')",
                      "outputs": [], "execution_count": None, "id": "c0"}],
