@@ -268,8 +268,11 @@ def validate(notebook: Path, root: Path = REPO) -> int:
         return 0
     for kind, cells in results.items():
         for cell in cells:
-            first = cell["source"].strip().splitlines()[0] if cell["source"].strip() else ""
-            print(f"{kind.upper()}: {first}\n{cell.get('raw_error', '')}\n")
+            lines = cell["source"].strip().splitlines() or [""]
+            what = next((line for line in lines if "grading.check_" in line), lines[0]).strip()
+            error = re.sub(r"\x1b\[[0-9;]*m", "", cell.get("raw_error") or cell.get("error") or "").strip()
+            last = error.splitlines()[-1] if error else ""
+            print(f"{kind.upper()}: {what}\n    {last}")
     print(f"{notebook}: {sum(len(v) for v in results.values())} cell(s) did not pass (see above).")
     return 1
 
@@ -294,8 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.command == "validate":
-        _env(args.notebook.resolve().parent)
-        return validate(args.notebook.resolve(), root)
+        notebook = args.notebook.resolve()
+        _env(notebook.parent)
+        return validate(notebook, root)
     _env(root)
     if args.command == "exercises":
         generate_exercises(root, args.assignments or None)
