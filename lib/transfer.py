@@ -340,6 +340,8 @@ def load_torchvision_weights(model: nn.Module, name: str | None = None, weights:
     from torch.hub import get_dir
 
     name = name or getattr(model, "name", None)
+    if not isinstance(name, str):
+        raise ValueError("say which torchvision model's weights to load: load_torchvision_weights(model, 'resnet18')")
     try:
         w = torchvision.models.get_model_weights(name)[weights]
     except (ValueError, KeyError, TypeError):

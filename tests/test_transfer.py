@@ -266,12 +266,58 @@ def test_shipped_backbone_loads_and_classifies_the_source_classes():
     assert record["results"]["checkpoint"] == path.name
 
 
+def test_fit_resumable_after_a_kill_equals_an_uninterrupted_fit(tmp_path):
+    from lib.experiments._resume import fit_resumable
+    from lib.train import fit
+
+    x, y = torch.randn(48, 1, 8, 8), torch.randint(0, 3, (48,))
+
+    def loader():
+        return DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Dropout(0.3), nn.ReLU(), nn.Linear(16, 3))
+
+    class Killed(Exception):
+        pass
+
+    class Dying:
+        """The loader of a process that is killed after `after` batches."""
+        def __init__(self, inner, after):
+            self.inner, self.after, self.generator, self.seen = inner, after, inner.generator, 0
+
+        def __len__(self):
+            return len(self.inner)
+
+        def __iter__(self):
+            for b in self.inner:
+                self.seen += 1
+                if self.seen > self.after:
+                    raise Killed
+                yield b
+
+    kwargs = dict(epochs=3, lr=0.01, optimizer="adam", weight_decay=1e-4)
+    reference = model()
+    fit(reference, loader(), schedule="cosine", progress=False, **kwargs)
+    state = tmp_path / "state.pt"
+    with pytest.raises(Killed):  # killed during the second epoch (6 batches per epoch)
+        fit_resumable(model(), Dying(loader(), after=8), None, state_path=state, **kwargs)
+    resumed = model()
+    torch.manual_seed(123)  # the new process's random state does not matter: the saved one is restored
+    history = fit_resumable(resumed, loader(), None, state_path=state, **kwargs)
+    assert [e["resumes"] for e in history.epochs] == [0, 1, 1]
+    for a, b in zip(reference.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b)
+
+
 def test_pretrain_backbone_quick_run(tmp_path):
     path = experiments.run("pretrain_backbone", quick=True, out_dir=tmp_path)
     record = json.loads(path.read_text())
     assert record["quick"] and record["provenance"]["wall_seconds"] > 0
     results = record["results"]
-    assert results["train_images"] == 5 * 64 and len(results["history"]) == 1
+    assert results["train_images"] == 5 * 64 and len(results["history"]) == 1 and results["resumes"] == 0
+    assert not (tmp_path / "pretrain_backbone.parts").exists()
     model, meta = transfer.load_pretrained_backbone(tmp_path / results["checkpoint"])
     assert meta["model"] == "resnet20" and transfer.stage_names(model)[-1] == "head"
     with pytest.raises(ValueError, match="--quick"):
@@ -285,3 +331,4 @@ def test_vit_vs_cnn_quick_run(tmp_path):
     assert {r["model"] for r in runs} == {"ViT (vit_tiny_28)", "CNN (simple_cnn, width 32)"}
     assert all(0 <= r["test_acc"] <= 1 and r["train_seconds"] > 0 for r in runs)
     assert (tmp_path / record["results"]["checkpoint"]).is_file()
+    assert not (tmp_path / "vit_vs_cnn.parts").exists()

@@ -3,17 +3,21 @@
 Source task: T-shirt/top, Trouser, Pullover, Dress, Coat (``lib.transfer.SOURCE_CLASSES``), all their
 training images (the course's validation split held out), light augmentation (flips, 2-pixel shifts).
 Writes the weights to ``results/backbone_fmnist_source.pt`` (about 1 MB) and the training record to
-``results/pretrain_backbone.json``. The target classes 5-9 are never seen.
+``results/pretrain_backbone.json``. The target classes 5-9 are never seen. The state is saved after
+every epoch (``results/pretrain_backbone.parts/``): run the command again after an interruption and it
+continues; ``train_seconds`` counts the epochs' own time, ``resumes`` how often it was restarted.
 """
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from lib import analysis, data, train, transfer
+from lib.experiments._resume import fit_resumable
 from lib.models import build
 
 MODEL, MODEL_KWARGS = "resnet20", {"in_channels": 1, "num_classes": len(transfer.SOURCE_CLASSES)}
@@ -33,8 +37,9 @@ def run(*, quick: bool, out_dir: Path) -> dict:
 
     model = build(MODEL, **MODEL_KWARGS)
     epochs = 1 if quick else EPOCHS
-    history = train.fit(model, train_loader, val_loader, epochs=epochs, lr=LR, optimizer="sgd",
-                        weight_decay=WEIGHT_DECAY, schedule="cosine", progress=False)
+    parts = Path(out_dir) / "pretrain_backbone.parts"  # the state after each epoch: a killed run resumes
+    history = fit_resumable(model, train_loader, val_loader, epochs=epochs, lr=LR, optimizer="sgd",
+                            weight_decay=WEIGHT_DECAY, state_path=parts / "state.pt")
     test = train.evaluate(model, test_loader)
 
     meta = {"model": MODEL, "model_kwargs": MODEL_KWARGS, "source_classes": list(transfer.SOURCE_CLASSES),
@@ -42,6 +47,7 @@ def run(*, quick: bool, out_dir: Path) -> dict:
             "made_by": "python -m lib.experiments pretrain_backbone", "epochs": epochs,
             "source_test_acc": test["acc"]}
     path = train.save_checkpoint(Path(out_dir) / transfer.BACKBONE_CHECKPOINT, model, meta=meta, history=history)
+    shutil.rmtree(parts)
     return {
         "model": MODEL, "model_kwargs": MODEL_KWARGS, "params": analysis.count_params(model),
         "source_classes": list(transfer.SOURCE_CLASSES),
@@ -55,4 +61,5 @@ def run(*, quick: bool, out_dir: Path) -> dict:
         "source_test_acc": test["acc"], "source_test_loss": test["loss"],
         "checkpoint": path.name, "checkpoint_bytes": path.stat().st_size,
         "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "resumes": max(e["resumes"] for e in history.epochs),
     }
