@@ -86,13 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} per kernel; "
           f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
-    print(f"{'assignment':18s} {'submissions':>11s} {'mean s':>8s} {'max s':>8s}  target {TARGET_S:.0f} s")
-    worst = 0.0
+    print("wall: seconds as measured; CPU: the grader's and the kernel's CPU seconds, which is about what the wall\n"
+          "time is on an idle machine (one thread per kernel), whatever else runs on the cores now.")
+    print(f"{'assignment':18s} {'submissions':>11s} {'wall mean':>10s} {'wall max':>9s} {'CPU mean':>9s} "
+          f"{'CPU max':>8s}  target {TARGET_S:.0f} s")
     for a in sorted({o.assignment for o in outcomes}):
-        times = [o.seconds for o in outcomes if o.assignment == a]
-        worst = max(worst, max(times))
-        verdict = "ok" if max(times) <= TARGET_S else "OVER"
-        print(f"{a:18s} {len(times):11d} {statistics.mean(times):8.1f} {max(times):8.1f}  {verdict}")
+        wall = [o.seconds for o in outcomes if o.assignment == a]
+        cpu = [o.cpu_seconds for o in outcomes if o.assignment == a]
+        verdict = "ok" if max(wall) <= TARGET_S else ("ok on an idle machine" if max(cpu) <= TARGET_S else "OVER")
+        print(f"{a:18s} {len(wall):11d} {statistics.mean(wall):10.1f} {max(wall):9.1f} {statistics.mean(cpu):9.1f} "
+              f"{max(cpu):8.1f}  {verdict}")
     print(f"{len(outcomes)} submissions in {total:.0f} s ({total / max(len(outcomes), 1):.1f} s each)")
     failed = [o for o in outcomes if not o.ok]
     if failed:

@@ -21,6 +21,7 @@ import filecmp
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -147,6 +148,7 @@ class Outcome:
     student: str
     ok: bool
     seconds: float
+    cpu_seconds: float = 0.0  # the grader's and the kernel's CPU time: what the wall time is on an idle machine
     auto: float | None = None
     auto_max: float = 0.0
     manual_max: float = 0.0
@@ -196,10 +198,10 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
     for assignment, student in found:
         if students and student not in students:
             continue
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         result = api.autograde(assignment, student, force=True, create=True)
         seconds = time.perf_counter() - start
-        outcome = Outcome(assignment, student, bool(result["success"]), seconds)
+        outcome = Outcome(assignment, student, bool(result["success"]), seconds, _cpu_seconds() - cpu_start)
         log = result.get("log") or ""
         outcome.disabled_cells = log.count("Disabling a cell of")
         with Gradebook(api.coursedir.db_url) as gb:
@@ -221,9 +223,15 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
     return outcomes
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the kernels), user and system."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _print_row(o: Outcome) -> None:
     score = f"{o.auto:5.1f} / {o.auto_max:<5.1f}" if o.auto is not None else f"    - / {o.auto_max:<5.1f}"
-    status = "ok" if o.ok else f"FAILED: {o.reason}"
+    status = f"ok (CPU {o.cpu_seconds:.1f} s)" if o.ok else f"FAILED: {o.reason}"
     if o.ok and o.disabled_cells:
         status += f" ({o.disabled_cells} cell(s) disabled: they modify the grading environment)"
     if o.ok and o.manual_max:
