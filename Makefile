@@ -7,7 +7,6 @@ STAMP  := $(VENV)/.installed
 export PYTHONUNBUFFERED := 1
 # Keep the two cores for one job at a time; torch would otherwise oversubscribe under pytest/nbclient.
 export OMP_NUM_THREADS ?= 2
-export MPLBACKEND ?= Agg
 
 .PHONY: help setup data book test test-fast lab clean benchmark
 help:
@@ -31,9 +30,11 @@ data: $(STAMP)
 	@$(BIN)/python -m lib.data prepare
 
 # ---- the book (progress bars off: a static page has no use for a moving bar)
+# MPLBACKEND is cleared: a backend inherited from the shell (Agg, say) stops ipykernel from choosing its
+# inline backend, and every figure would silently vanish from the pages.
 book: export CNN_COURSE_PROGRESS := 0
 book: setup data
-	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	env -u MPLBACKEND $(BIN)/jupyter-book build . --warningiserror --keep-going
 
 # ---- the tests (CI runs exactly this)
 test: setup data browser

@@ -63,7 +63,9 @@ def test_book_builds_with_every_chapter_executed(built_book):
         assert (built_book / f"{entry}.html").is_file(), f"{entry}.html was not built"
     for entry in executed_chapters():
         html = (built_book / f"{entry}.html").read_text()
-        assert re.search(r'<img[^>]+src="[^"]+\.png"', html), f"{entry}: no figure in the executed chapter"
+        outputs = html.split('class="cell_output')[1:]     # each piece starts inside one cell's output
+        figures = [o for o in outputs if re.search(r'<img[^>]+src="[^"]+\.(png|svg)"', o.split('class="cell ')[0])]
+        assert figures, f"{entry}: no figure among the cell outputs (was the inline backend replaced?)"
         assert "cell_output" in html, f"{entry}: no executed outputs"
         for marker in ("Traceback (most recent call last)", "output traceback", "output error"):
             assert marker not in html, f"{entry}: an error output ({marker!r}) is in the built page"
