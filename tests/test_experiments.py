@@ -1,0 +1,167 @@
+"""The VGG and ResNet chapters' experiments and helpers: plain networks, per-layer gradient norms, the
+``degradation`` and ``vgg_fashion`` experiments (their --quick runs), and the committed result files."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lib import experiments, models
+from lib.analysis import count_params
+from lib.data import CLASSES
+from lib.experiments import degradation, vgg_fashion
+from lib.gradients import layer_gradient_norms
+from lib.train import load_checkpoint
+from lib.models.blocks import BasicBlock
+from lib.models.plain import PlainBlock, plain_cifar, resnet_cifar
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain networks
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("depth", [8, 20, 56])
+def test_plain_and_residual_twins_differ_only_in_the_shortcut(depth):
+    plain, res = plain_cifar(depth, in_channels=1), resnet_cifar(depth, in_channels=1)
+    assert count_params(plain) == count_params(res)
+    assert [k for k in plain.state_dict()] == [k for k in res.state_dict()]
+    assert not any(isinstance(m, BasicBlock) for m in plain.modules())
+    assert sum(isinstance(m, PlainBlock) for m in plain.modules()) == 3 * (depth - 2) // 6
+    convs = [m for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(convs) == depth  # 6n + 2 weighted layers
+    x = torch.randn(2, 1, 28, 28)
+    assert plain(x).shape == res(x).shape == (2, 10)
+
+
+def test_resnet_cifar_is_the_registry_resnet():
+    ours, theirs = resnet_cifar(20), models.resnet20()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    ours.eval(), theirs.eval()
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_plain_block_has_no_identity_path():
+    torch.manual_seed(0)
+    block = PlainBlock(4, 4).eval()
+    with torch.no_grad():
+        for bn in (block.bn1, block.bn2):
+            bn.weight.zero_()  # the branch outputs relu(0) = 0 ...
+    x = torch.randn(1, 4, 8, 8)
+    assert block(x).abs().max() == 0  # ... and nothing is added back
+
+
+@pytest.mark.parametrize("depth", [0, 7, 21])
+def test_bad_depth_says_what_depths_exist(depth):
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        plain_cifar(depth)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-layer gradient norms
+# ---------------------------------------------------------------------------------------------
+def test_layer_gradient_norms_match_autograd_and_leave_the_model_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    model.eval()
+    x, y = torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1])
+    sentinel = torch.ones_like(model[0].weight)
+    model[0].weight.grad = sentinel
+    table = layer_gradient_norms(model, x, y)
+
+    assert not model.training, "the model's mode must be restored"
+    assert model[0].weight.grad is sentinel, "existing .grad must be left as they were"
+    assert list(table["name"]) == ["0", "4"] and list(table["depth"]) == [1, 2]
+    model.train()
+    loss = nn.functional.cross_entropy(model(x), y)
+    expected = torch.autograd.grad(loss, [model[0].weight, model[4].weight])
+    for row, g in zip(table.itertuples(), expected):
+        assert row.grad_norm == pytest.approx(g.norm().item(), rel=1e-5)
+        assert row.grad_rms == pytest.approx(g.norm().item() / g.numel() ** 0.5, rel=1e-5)
+
+
+def test_layer_gradient_norms_follow_the_forward_order():
+    net = plain_cifar(8, in_channels=1)
+    table = layer_gradient_norms(net, torch.randn(4, 1, 28, 28), torch.arange(4))
+    assert table["name"].iloc[0] == "conv1" and table["name"].iloc[-1] == "fc"
+    assert len(table) == 8 and (table["grad_norm"] > 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Experiments: --quick runs and the committed records
+# ---------------------------------------------------------------------------------------------
+def test_recording_loss_records_only_training_batches():
+    loss_fn = degradation.RecordingCrossEntropy()
+    logits, y = torch.tensor([[2.0, 0.0], [2.0, 0.0]], requires_grad=True), torch.tensor([0, 1])
+    loss_fn(logits, y)
+    with torch.no_grad():
+        loss_fn(logits, y)
+    assert loss_fn.batch_errors == [0.5]
+
+
+def test_degradation_resumes_with_the_networks_still_missing(tmp_path, monkeypatch):
+    def stub(kind, depth, cfg, threads=None):
+        trained.append(f"{kind}-{depth}")
+        return {"name": f"{kind}-{depth}", "kind": kind, "depth": depth, "epochs": [{"train_error": 0.5}],
+                "test_accuracy": 0.5, "train_seconds": 1.0, "images_per_s": 1.0}
+
+    trained: list[str] = []
+    monkeypatch.setattr(degradation, "train_one", stub)
+    monkeypatch.setenv("CNN_COURSE_WORKERS", "1")
+    parts = tmp_path / "degradation.parts"
+    parts.mkdir()
+    finished = stub("plain", 8, degradation.QUICK) | {"test_accuracy": 0.25}
+    degradation._part_path(parts, "plain", 8, degradation.QUICK).write_text(json.dumps(finished))
+    stale = dict(degradation.QUICK, epochs=99)  # a part from another configuration is not reused
+    degradation._part_path(parts, "resnet", 8, stale).write_text(json.dumps(finished))
+    trained.clear()
+
+    results = degradation.run(quick=True, out_dir=tmp_path)
+    assert sorted(trained) == ["plain-14", "resnet-14", "resnet-8"]
+    assert [r["name"] for r in results["runs"]] == ["plain-8", "resnet-8", "plain-14", "resnet-14"]
+    assert results["runs"][0]["test_accuracy"] == 0.25
+    assert not parts.exists(), "the parts are removed once the run is complete"
+
+
+@pytest.mark.slow
+def test_degradation_quick_run_writes_a_record(tmp_path):
+    path = experiments.run("degradation", quick=True, out_dir=tmp_path)
+    record = json.loads(path.read_text())
+    assert record["quick"] and record["provenance"]["wall_seconds"] > 0
+    runs = record["results"]["runs"]
+    assert [r["name"] for r in runs] == ["plain-8", "resnet-8", "plain-14", "resnet-14"]
+    for r in runs:
+        assert len(r["batch_train_error"]) == r["steps_per_epoch"] * len(r["epochs"])
+        assert 0 <= r["test_accuracy"] <= 1 and r["params"] > 0
+    with pytest.raises(ValueError, match="--quick"):
+        experiments.load("degradation", results_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_vgg_fashion_quick_run_writes_a_record_and_weights(tmp_path):
+    path = experiments.run("vgg_fashion", quick=True, out_dir=tmp_path)
+    results = json.loads(path.read_text())["results"]
+    assert (tmp_path / results["checkpoint"]).stat().st_size < 5e6
+    model = vgg_fashion.build(vgg_fashion.QUICK)
+    load_checkpoint(tmp_path / results["checkpoint"], model)
+    assert count_params(model) == results["params"]
+    assert set(results["per_class_test_accuracy"]) == set(CLASSES)
+
+
+@pytest.mark.parametrize("name", experiments.names())
+def test_committed_results_are_full_runs_with_provenance(name):
+    """Every experiment the chapters load is committed: a full run, with its provenance and small artifacts."""
+    record = experiments.load(name)  # raises if missing or a --quick run
+    p = record["provenance"]
+    assert p["command"] == f"python -m lib.experiments {name}"
+    assert len(p["commit"]) == 40 and p["wall_seconds"] > 0 and p["hardware"]["cpu"]
+    assert experiments.describe(record).startswith(f"Loaded from results/{name}.json")
+    if name == "degradation":
+        cfg = record["results"]["config"]
+        assert {r["name"] for r in record["results"]["runs"]} == {"plain-20", "plain-56", "resnet-20", "resnet-56"}
+        for r in record["results"]["runs"]:
+            assert len(r["epochs"]) == cfg["epochs"]
+            assert len(r["batch_train_error"]) == r["steps_per_epoch"] * cfg["epochs"]
+    if "checkpoint" in record["results"]:
+        assert (experiments.RESULTS_DIR / record["results"]["checkpoint"]).stat().st_size < 5e6
