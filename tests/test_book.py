@@ -9,40 +9,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
+from browser_helpers import executed_chapters, source_of, toc_entries
 from conftest import BUILD_LOG, ROOT, build_book
 
 pytestmark = pytest.mark.book
 
 
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-    def walk(entries):
-        for e in entries:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections", []))
-    for part in toc.get("parts", []):
-        walk(part.get("chapters", []))
-    walk(toc.get("chapters", []))
-    return files
-
-
-def source_of(entry: str) -> Path:
-    for suffix in (".ipynb", ".md"):
-        if (ROOT / f"{entry}{suffix}").exists():
-            return ROOT / f"{entry}{suffix}"
-    raise AssertionError(f"_toc.yml names {entry}, which has no .ipynb or .md file")
-
-
-def executed_chapters() -> list[str]:
-    return [e for e in toc_files() if source_of(e).suffix == ".ipynb" and not e.startswith("exercises/")]
-
-
 def test_every_book_page_is_in_the_toc():
-    listed = {source_of(e) for e in toc_files()}
+    listed = {source_of(e) for e in toc_entries()}
     pages = {p for p in (ROOT / "book").rglob("*") if p.suffix in (".ipynb", ".md") and ".ipynb_checkpoints" not in p.parts}
     assert pages - listed == set(), f"pages missing from _toc.yml: {sorted(map(str, pages - listed))}"
 
@@ -59,7 +34,7 @@ def test_notebooks_are_stored_without_outputs():
 
 
 def test_book_builds_with_every_chapter_executed(built_book):
-    for entry in toc_files():
+    for entry in toc_entries():
         assert (built_book / f"{entry}.html").is_file(), f"{entry}.html was not built"
     for entry in executed_chapters():
         html = (built_book / f"{entry}.html").read_text()

@@ -73,3 +73,17 @@ def learnable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
+
+
+def check_result_row(name: str, row: dict, expected_params: int, params_source: str) -> None:
+    """One row of a student's ``results[name]``: accuracy in [0, 1], training seconds > 0, and the parameter
+    count that ``params_source`` (e.g. "make_net gives") has."""
+    for key in ("acc", "seconds", "params"):
+        if key not in row:
+            fail(f"results[{name!r}] has no {key!r}: record accuracy, training seconds and parameters")
+    if not 0.0 <= float(row["acc"]) <= 1.0:
+        fail(f"results[{name!r}]['acc'] is {row['acc']}, expected a fraction in [0, 1]")
+    if not float(row["seconds"]) > 0:
+        fail(f"results[{name!r}]['seconds'] is {row['seconds']}, expected the training time in seconds")
+    if int(row["params"]) != expected_params:
+        fail(f"results[{name!r}]['params'] is {row['params']}, but {params_source} {expected_params:,}")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.grading.base import build, close, fail, learnable, max_diff, output, quiet, random_input, shape_str
+from lib.grading.base import build, check_result_row, close, fail, learnable, max_diff, output, quiet, random_input, shape_str
 
 
 def mixed_pool_reference(x: torch.Tensor, alpha: float | torch.Tensor, kernel_size: int, stride: int | None = None,
@@ -289,14 +289,5 @@ def check_pooling_comparison(make_net: Callable, poolings: dict, results: dict |
     if missing:
         fail(f"`results` has no row for {missing}: train one network per pooling layer")
     for name in poolings:
-        row = results[name]
-        for key in ("acc", "seconds", "params"):
-            if key not in row:
-                fail(f"results[{name!r}] has no {key!r}: record accuracy, training seconds and parameters")
-        if not 0.0 <= float(row["acc"]) <= 1.0:
-            fail(f"results[{name!r}]['acc'] is {row['acc']}, expected a fraction in [0, 1]")
-        if not float(row["seconds"]) > 0:
-            fail(f"results[{name!r}]['seconds'] is {row['seconds']}, expected the training time in seconds")
         expected_params = sum(p.numel() for p in make_net(poolings[name]).parameters())
-        if int(row["params"]) != expected_params:
-            fail(f"results[{name!r}]['params'] is {row['params']}, but make_net gives {expected_params}")
+        check_result_row(name, results[name], expected_params, "make_net gives")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from lib.grading.base import build, close, fail, max_diff, output, quiet, random_input, shape_str
+from lib.grading.base import build, check_result_row, close, fail, max_diff, output, quiet, random_input, shape_str
 
 
 # Zagoruyko & Komodakis 2016, Table 4: parameters (millions) of WRN-depth-k on CIFAR-10.
@@ -258,14 +258,5 @@ def check_variant_comparison(results: dict, builders: dict, *, at_least: int = 2
     if len(trained) < at_least:
         fail(f"`results` has {len(trained)} of the variants {list(builders)}: train at least {at_least}")
     for name in trained:
-        row = results[name]
-        for key in ("acc", "seconds", "params"):
-            if key not in row:
-                fail(f"results[{name!r}] has no {key!r}: record accuracy, training seconds and parameters")
-        if not 0.0 <= float(row["acc"]) <= 1.0:
-            fail(f"results[{name!r}]['acc'] is {row['acc']}, expected a fraction in [0, 1]")
-        if not float(row["seconds"]) > 0:
-            fail(f"results[{name!r}]['seconds'] is {row['seconds']}, expected the training time in seconds")
         expected = sum(p.numel() for p in builders[name]().parameters())
-        if int(row["params"]) != expected:
-            fail(f"results[{name!r}]['params'] is {row['params']}, but the variant has {expected:,}")
+        check_result_row(name, results[name], expected, "the variant has")
