@@ -218,12 +218,16 @@ def fashion_mnist(*, val_size: int = 5000, seed: int = 0, augment: bool = False,
 
 def fashion_mnist_loaders(*, batch_size: int = 128, train_subset: int | None = None,
                           val_subset: int | None = None, test_subset: int | None = None,
-                          augment: bool = False, seed: int = 0,
+                          augment: bool = False, seed: int = 0, shuffle_seed: int | None = None,
                           val_size: int = 5000) -> tuple[DataLoader, DataLoader, DataLoader]:
-    """(train, val, test) loaders; training batches are shuffled with a seeded generator."""
+    """(train, val, test) loaders; training batches are shuffled with a seeded generator.
+
+    ``seed`` picks the split and the subsets; ``shuffle_seed`` (default: ``seed``) only the order of the
+    training batches, so repeated runs over seeds can share the images and differ in their order.
+    """
     s = fashion_mnist(val_size=val_size, seed=seed, augment=augment, train_subset=train_subset,
                       val_subset=val_subset, test_subset=test_subset)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed if shuffle_seed is None else shuffle_seed)
     return (DataLoader(s.train, batch_size=batch_size, shuffle=True, generator=g),
             DataLoader(s.val, batch_size=512),
             DataLoader(s.test, batch_size=512))

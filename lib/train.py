@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -117,20 +118,61 @@ def make_optimizer(model: nn.Module | list, name: str, lr: float, weight_decay: 
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
+    if name == "sgd":  # Nesterov momentum
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
-    raise ValueError(f"unknown optimizer {name!r}: use 'adam', 'adamw', 'sgd' or pass a torch.optim.Optimizer")
+    if name == "momentum":  # He et al. 2015's optimiser: SGD with (heavy-ball) momentum 0.9
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}: use 'adam', 'adamw', 'sgd' (Nesterov), 'momentum' or pass a "
+                     f"torch.optim.Optimizer")
+
+
+def lr_factor(step: int, total: int, *, schedule: str | None = "cosine", warmup_steps: int = 0,
+              warmup_factor: float = 0.1, warmup: str = "linear") -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``total``, as a fraction of the base rate.
+
+    During the first ``warmup_steps`` steps the rate rises linearly from ``warmup_factor`` to 1 (Goyal et al.
+    2017's gradual warm-up), or with ``warmup="constant"`` stays at ``warmup_factor`` (He et al. 2015,
+    section 4.2: ResNet-110 "warms up" at 0.01 for about 400 iterations before its 0.1); then ``"cosine"``
+    anneals the rate from 1 to 0 over the remaining steps, and ``None`` keeps it constant.
+    """
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"unknown schedule {schedule!r}: use None or 'cosine'")
+    if warmup not in ("linear", "constant"):
+        raise ValueError(f"unknown warm-up {warmup!r}: use 'linear' or 'constant'")
+    if step < warmup_steps:
+        if warmup == "constant":
+            return warmup_factor
+        return warmup_factor + (1.0 - warmup_factor) * step / warmup_steps
+    if schedule is None:
+        return 1.0
+    main = max(total - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup_steps, main) / main))
+
+
+def make_scheduler(opt: torch.optim.Optimizer, total_steps: int, *, schedule: str | None = "cosine",
+                   warmup_steps: int = 0, warmup_factor: float = 0.1,
+                   warmup: str = "linear") -> torch.optim.lr_scheduler.LambdaLR | None:
+    """A per-step scheduler following :func:`lr_factor` (``None`` when there is nothing to schedule)."""
+    lr_factor(0, total_steps, schedule=schedule)  # rejects an unknown schedule now
+    if schedule is None and not warmup_steps:
+        return None
+    if warmup_steps >= total_steps:
+        raise ValueError(f"warmup_steps={warmup_steps} leaves none of the {total_steps} steps for training at "
+                         f"the full rate: use fewer warm-up steps or more epochs")
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(
+        step, total_steps, schedule=schedule, warmup_steps=warmup_steps, warmup_factor=warmup_factor, warmup=warmup))
 
 
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None, *, epochs: int = 1,
         lr: float = 1e-3, optimizer: str | torch.optim.Optimizer = "adam", weight_decay: float = 0.0,
-        schedule: str | None = None, device: torch.device | str | None = None, progress: bool | None = None,
-        max_batches: int | None = None, loss_fn: nn.Module | None = None) -> History:
+        schedule: str | None = None, warmup_steps: int = 0, device: torch.device | str | None = None,
+        progress: bool | None = None, max_batches: int | None = None, loss_fn: nn.Module | None = None) -> History:
     """Train ``model`` for ``epochs`` and return its :class:`History`.
 
     ``optimizer`` is a name ('adam', 'adamw', 'sgd') or a ready optimizer (e.g. with per-stage parameter
-    groups); ``schedule='cosine'`` anneals the learning rate to zero over all steps. ``max_batches`` caps
-    the batches per epoch (for quick checks). Validation runs after every epoch when a loader is given.
+    groups); ``schedule='cosine'`` anneals the learning rate to zero over all steps, after ``warmup_steps``
+    steps that rise linearly from a tenth of ``lr`` (see :func:`lr_factor`). ``max_batches`` caps the batches per epoch (for quick
+    checks). Validation runs after every epoch when a loader is given.
     ``progress``: a tqdm bar per epoch (default: on, unless ``CNN_COURSE_PROGRESS=0``).
     """
     if epochs < 1:
@@ -140,11 +182,7 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else make_optimizer(model, optimizer, lr, weight_decay)
     steps_per_epoch = len(train_loader) if max_batches is None else min(max_batches, len(train_loader))
-    sched = None
-    if schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
-    elif schedule is not None:
-        raise ValueError(f"unknown schedule {schedule!r}: use None or 'cosine'")
+    sched = make_scheduler(opt, epochs * steps_per_epoch, schedule=schedule, warmup_steps=warmup_steps)
     history = History()
     for epoch in range(1, epochs + 1):
         model.train()

@@ -101,9 +101,9 @@ def test_recording_loss_records_only_training_batches():
 
 
 def test_degradation_resumes_with_the_networks_still_missing(tmp_path, monkeypatch):
-    def stub(kind, depth, cfg, threads=None):
+    def stub(kind, depth, seed, cfg, *, state_path, threads=None):
         trained.append(f"{kind}-{depth}")
-        return {"name": f"{kind}-{depth}", "kind": kind, "depth": depth, "epochs": [{"train_error": 0.5}],
+        return {"name": f"{kind}-{depth}", "kind": kind, "depth": depth, "seed": seed, "epochs": [{"train_error": 0.5}],
                 "test_accuracy": 0.5, "train_seconds": 1.0, "images_per_s": 1.0}
 
     trained: list[str] = []
@@ -111,10 +111,10 @@ def test_degradation_resumes_with_the_networks_still_missing(tmp_path, monkeypat
     monkeypatch.setenv("CNN_COURSE_WORKERS", "1")
     parts = tmp_path / "degradation.parts"
     parts.mkdir()
-    finished = stub("plain", 8, degradation.QUICK) | {"test_accuracy": 0.25}
-    degradation._part_path(parts, "plain", 8, degradation.QUICK).write_text(json.dumps(finished))
+    finished = stub("plain", 8, 0, degradation.QUICK, state_path=None) | {"test_accuracy": 0.25}
+    degradation._part_path(parts, "plain", 8, 0, degradation.QUICK).write_text(json.dumps(finished))
     stale = dict(degradation.QUICK, epochs=99)  # a part from another configuration is not reused
-    degradation._part_path(parts, "resnet", 8, stale).write_text(json.dumps(finished))
+    degradation._part_path(parts, "resnet", 8, 0, stale).write_text(json.dumps(finished))
     trained.clear()
 
     results = degradation.run(quick=True, out_dir=tmp_path)
@@ -124,6 +124,34 @@ def test_degradation_resumes_with_the_networks_still_missing(tmp_path, monkeypat
     assert not parts.exists(), "the parts are removed once the run is complete"
 
 
+def test_degradation_network_resumes_mid_training(tmp_path):
+    """A network killed after some epochs continues from its last epoch: same weights, same curve."""
+    cfg = dict(degradation.QUICK, depths=(8,), epochs=2)
+    whole = degradation.train_one("resnet", 8, 0, cfg, state_path=tmp_path / "a.pt", threads=1)
+    partial = dict(cfg, epochs=2)
+    state = tmp_path / "b.pt"
+    # stop after the first epoch: run one epoch's worth, then resume
+    import lib.experiments._resume as resume
+    calls = {"n": 0}
+    real_fit = resume.fit
+
+    def one_epoch_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_fit(*args, **kwargs)
+    resume.fit = one_epoch_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            degradation.train_one("resnet", 8, 0, partial, state_path=state, threads=1)
+    finally:
+        resume.fit = real_fit
+    again = degradation.train_one("resnet", 8, 0, partial, state_path=state, threads=1)
+    assert [e["resumes"] for e in again["epochs"]] == [0, 1]
+    assert again["batch_train_error"] == whole["batch_train_error"]
+    assert again["final_train_error_eval_mode"] == whole["final_train_error_eval_mode"]
+
+
 @pytest.mark.slow
 def test_degradation_quick_run_writes_a_record(tmp_path):
     path = experiments.run("degradation", quick=True, out_dir=tmp_path)
@@ -131,6 +159,7 @@ def test_degradation_quick_run_writes_a_record(tmp_path):
     assert record["quick"] and record["provenance"]["wall_seconds"] > 0
     runs = record["results"]["runs"]
     assert [r["name"] for r in runs] == ["plain-8", "resnet-8", "plain-14", "resnet-14"]
+    assert record["provenance"]["commit"] and "uncommitted_changes" in record["provenance"]
     for r in runs:
         assert len(r["batch_train_error"]) == r["steps_per_epoch"] * len(r["epochs"])
         assert 0 <= r["test_accuracy"] <= 1 and r["params"] > 0
@@ -157,11 +186,37 @@ def test_committed_results_are_full_runs_with_provenance(name):
     assert p["command"] == f"python -m lib.experiments {name}"
     assert len(p["commit"]) == 40 and p["wall_seconds"] > 0 and p["hardware"]["cpu"]
     assert experiments.describe(record).startswith(f"Loaded from results/{name}.json")
+    assert p["uncommitted_changes"] is False or p.get("diff_sha256"), "a record from a dirty tree keeps its diff"
     if name == "degradation":
         cfg = record["results"]["config"]
-        assert {r["name"] for r in record["results"]["runs"]} == {"plain-20", "plain-56", "resnet-20", "resnet-56"}
+        assert len(cfg["seeds"]) >= 3
+        assert {(r["name"], r["seed"]) for r in record["results"]["runs"]} == {
+            (f"{k}-{d}", s) for k in ("plain", "resnet") for d in cfg["depths"] for s in cfg["seeds"]}
         for r in record["results"]["runs"]:
             assert len(r["epochs"]) == cfg["epochs"]
             assert len(r["batch_train_error"]) == r["steps_per_epoch"] * cfg["epochs"]
-    if "checkpoint" in record["results"]:
-        assert (experiments.RESULTS_DIR / record["results"]["checkpoint"]).stat().st_size < 5e6
+    for filename in record.get("artifacts", {}):
+        path = experiments.artifact(record, filename)  # the sha256 it was recorded with
+        assert path.stat().st_size < 5e6
+
+
+def test_a_full_run_refuses_a_tree_with_uncommitted_code(monkeypatch, tmp_path):
+    monkeypatch.setattr(experiments, "code_state", lambda: {"commit": "abc", "lib_tree": "t", "uncommitted_changes": True,
+                                                            "changed_files": ["lib/train.py"], "diff": "x",
+                                                            "diff_sha256": "d" * 64})
+    with pytest.raises(experiments.DirtyTreeError, match="commit them first"):
+        experiments.run("vgg_fashion", out_dir=tmp_path)
+    assert not list(tmp_path.iterdir()), "nothing is written"
+    p = experiments.provenance("cmd", allow_dirty=True)
+    assert p["uncommitted_changes"] and p["diff_sha256"] == "d" * 64
+
+
+def test_artifacts_are_checked_on_load(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    record = {"name": "x", "artifacts": {"w.pt": {"sha256": experiments.sha256(tmp_path / "w.pt"), "bytes": 7}}}
+    assert experiments.artifact(record, "w.pt", tmp_path) == tmp_path / "w.pt"
+    (tmp_path / "w.pt").write_bytes(b"weightz")
+    with pytest.raises(experiments.ArtifactMismatchError, match="changed or truncated"):
+        experiments.artifact(record, "w.pt", tmp_path)
+    with pytest.raises(experiments.ArtifactMismatchError, match="lists no artifact"):
+        experiments.artifact(record, "other.pt", tmp_path)

@@ -6,11 +6,18 @@
 
 Each experiment is a module ``lib/experiments/NAME.py`` with a docstring and
 ``run(*, quick: bool, out_dir: Path) -> dict``; the dict (plain JSON data) is saved with its
-provenance: the command, the git commit, the hardware, library versions and the wall time.
-A chapter reads it back with :func:`load`, which says how to make it if it is missing.
+provenance: the command, the git commit and tree of the code it ran, the hardware and device, library
+versions and the wall time. Files it writes beside the record (checkpoints) are listed by the module in
+``results["artifacts"]``; their sha256 goes into the record, and :func:`artifact` checks it on every load.
+
+A full run refuses to start from a working tree whose code (``lib/``, the pins) differs from the commit,
+because its record could not say what ran: commit first, or pass ``--allow-dirty``, which records the
+diff and its sha256 instead. A chapter reads a record back with :func:`load`, which says how to make it
+if it is missing.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -25,6 +32,16 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "results"
+# What an experiment runs: a change here changes its results.
+CODE_PATHS = ("lib", "pyproject.toml", "requirements.txt", "constraints.txt")
+
+
+class DirtyTreeError(RuntimeError):
+    """The code an experiment would run differs from the commit its record would name."""
+
+
+class ArtifactMismatchError(RuntimeError):
+    """A file an experiment wrote is not the file its record describes."""
 
 
 def names() -> list[str]:
@@ -37,15 +54,47 @@ def module(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
-def provenance(command: str) -> dict[str, Any]:
-    import torch
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def code_state() -> dict[str, Any]:
+    """The commit, the git tree of the code paths, and what in them differs from the commit (if anything)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True).stdout.strip())
+        commit = _git("rev-parse", "HEAD").strip()
+        tree = _git("rev-parse", "HEAD:lib").strip()
+        changed = [line[3:] for line in _git("status", "--porcelain", "--untracked-files=all", "--",
+                                             *CODE_PATHS).splitlines()
+                   if not line[3:].endswith((".pyc", "/")) and "__pycache__" not in line]
+        diff = _git("diff", "HEAD", "--", *CODE_PATHS) if changed else ""
     except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", None
+        return {"commit": "unknown", "lib_tree": None, "uncommitted_changes": None, "changed_files": []}
+    state = {"commit": commit, "lib_tree": tree, "uncommitted_changes": bool(changed), "changed_files": changed}
+    if changed:
+        untracked = {f: sha256(REPO_ROOT / f) for f in changed if (REPO_ROOT / f).is_file()
+                     and not _git("ls-files", "--", f).strip()}
+        state |= {"diff": diff, "diff_sha256": hashlib.sha256(diff.encode()).hexdigest(),
+                  "untracked_sha256": untracked}
+    return state
+
+
+def provenance(command: str, *, allow_dirty: bool = True) -> dict[str, Any]:
+    import torch
+
+    state = code_state()
+    if state["uncommitted_changes"] and not allow_dirty:
+        files = ", ".join(state["changed_files"][:6]) + (" ..." if len(state["changed_files"]) > 6 else "")
+        raise DirtyTreeError(
+            f"the code this experiment runs has uncommitted changes ({files}), so its record could not say "
+            f"what ran: commit them first (git commit), or pass --allow-dirty to record the diff and its sha256")
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -54,28 +103,64 @@ def provenance(command: str) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"command": command, "commit": commit, "uncommitted_changes": dirty,
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = None
+    return {"command": command, **state,
             "hardware": {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                         "load_average_at_start": load},
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
             "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def run(name: str, *, quick: bool = False, out_dir: Path | None = None) -> Path:
-    """Run experiment ``name``; write ``<out_dir>/<name>.json`` and return its path."""
+def run(name: str, *, quick: bool = False, out_dir: Path | None = None, allow_dirty: bool = False) -> Path:
+    """Run experiment ``name``; write ``<out_dir>/<name>.json`` and return its path.
+
+    A full run from a tree with uncommitted code changes raises :class:`DirtyTreeError` unless
+    ``allow_dirty`` (the record then holds the diff); a ``quick`` smoke run always records the diff.
+    """
     mod = module(name)
     out_dir = Path(out_dir) if out_dir is not None else (REPO_ROOT / "runs" if quick else RESULTS_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     command = f"python -m lib.experiments {name}" + (" --quick" if quick else "")
     record = {"name": name, "description": (mod.__doc__ or "").strip().splitlines()[0], "quick": quick,
-              "provenance": provenance(command)}
+              "provenance": provenance(command, allow_dirty=allow_dirty or quick)}
     start = time.perf_counter()
-    record["results"] = mod.run(quick=quick, out_dir=out_dir)
+    results = mod.run(quick=quick, out_dir=out_dir)
     record["provenance"]["wall_seconds"] = round(time.perf_counter() - start, 1)
+    record["artifacts"] = {}
+    for filename in results.get("artifacts", []):
+        path = out_dir / filename
+        if not path.is_file():
+            raise FileNotFoundError(f"experiment {name} lists the artifact {filename} but did not write {path}")
+        record["artifacts"][filename] = {"sha256": sha256(path), "bytes": path.stat().st_size}
+    record["results"] = results
     path = out_dir / f"{name}.json"
     tmp = path.with_suffix(".json.part")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(path)
+    return path
+
+
+def artifact(record: dict[str, Any], filename: str, results_dir: Path | None = None) -> Path:
+    """The path of a file an experiment wrote, after checking it is the file its record describes."""
+    path = Path(results_dir or RESULTS_DIR) / filename
+    listed = record.get("artifacts", {}).get(filename)
+    if listed is None:
+        raise ArtifactMismatchError(f"results/{record['name']}.json lists no artifact {filename!r} (it lists "
+                                    f"{sorted(record.get('artifacts', {}))}): rerun `python -m lib.experiments "
+                                    f"{record['name']}`")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: restore it (git checkout -- {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}) "
+                                f"or rerun `python -m lib.experiments {record['name']}`")
+    found = sha256(path)
+    if found != listed["sha256"]:
+        raise ArtifactMismatchError(
+            f"{path} is not the file that results/{record['name']}.json describes (sha256 {found[:12]}..., "
+            f"recorded {listed['sha256'][:12]}...): it was changed or truncated. Restore it with git checkout, "
+            f"or rerun `python -m lib.experiments {record['name']}` to make both anew")
     return path
 
 
@@ -95,7 +180,9 @@ def load(name: str, results_dir: Path | None = None) -> dict[str, Any]:
 def describe(record: dict[str, Any]) -> str:
     """One line a chapter prints under a loaded result: where the numbers came from."""
     p = record["provenance"]
-    return (f"Loaded from results/{record['name']}.json: made by `{p['command']}` at commit {p['commit'][:10]} "
-            f"on {p['hardware']['cpu']} ({p['hardware']['torch_threads']} threads"
+    dirty = (f", with uncommitted changes (diff sha256 {p['diff_sha256'][:10]})" if p.get("uncommitted_changes")
+             and p.get("diff_sha256") else "")
+    return (f"Loaded from results/{record['name']}.json: made by `{p['command']}` at commit {p['commit'][:10]}"
+            f"{dirty} on {p['hardware']['cpu']} ({p['hardware']['torch_threads']} threads"
             f"{', ' + p['hardware']['cuda'] if p['hardware'].get('cuda') else ''}) "
             f"in {p['wall_seconds'] / 60:.1f} min, {p['started_utc'][:10]}.")
