@@ -123,7 +123,7 @@ def prepare(*, download: bool = False, verbose: bool = False) -> Path:
                 continue
             data = read_idx(found[name], magic, shape)
             raw.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(".part")
+            tmp = target.with_suffix(f".{os.getpid()}.part")  # processes that prepare at once do not collide
             tmp.write_bytes(data)
             tmp.replace(target)
         if verbose:

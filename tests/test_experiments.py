@@ -220,3 +220,18 @@ def test_artifacts_are_checked_on_load(tmp_path):
         experiments.artifact(record, "w.pt", tmp_path)
     with pytest.raises(experiments.ArtifactMismatchError, match="lists no artifact"):
         experiments.artifact(record, "other.pt", tmp_path)
+
+
+def test_a_failed_network_is_reported_and_the_others_are_kept(tmp_path, monkeypatch):
+    def stub(kind, depth, seed, cfg, *, state_path, threads=None):
+        if (kind, depth) == ("resnet", 8):
+            raise FloatingPointError("the training loss became nan")
+        return {"name": f"{kind}-{depth}", "kind": kind, "depth": depth, "seed": seed, "epochs": [{"train_error": 0.5}],
+                "test_accuracy": 0.5, "train_seconds": 1.0, "images_per_s": 1.0}
+
+    monkeypatch.setattr(degradation, "train_one", stub)
+    monkeypatch.setenv("CNN_COURSE_WORKERS", "1")
+    with pytest.raises(RuntimeError, match="resnet-8 seed 0: FloatingPointError.*run the same command again"):
+        degradation.run(quick=True, out_dir=tmp_path)
+    kept = sorted(p.name.split("-seed")[0] for p in (tmp_path / "degradation.parts").glob("*.json"))
+    assert kept == ["plain-14", "plain-8", "resnet-14"]

@@ -115,15 +115,19 @@ def _part_path(parts: Path, kind: str, depth: int, seed: int, cfg: dict) -> Path
     return parts / f"{kind}-{depth}-seed{seed}-{_key(cfg)}.json"
 
 
-def _train_job(job: tuple[str, int, int, dict, Path]) -> dict:
-    kind, depth, seed, cfg, parts = job
+def _train_job(job: tuple[str, int, int, dict, Path, str]) -> dict:
+    kind, depth, seed, cfg, parts, commit = job
     path = _part_path(parts, kind, depth, seed, cfg)
     if path.is_file():
         r = json.loads(path.read_text())
         print(f"{r['name']:>10} seed {seed}: finished earlier ({path.name})", flush=True)
         return r
     state = path.with_suffix(".state.pt")
-    r = train_one(kind, depth, seed, cfg, state_path=state, threads=1)
+    try:
+        r = train_one(kind, depth, seed, cfg, state_path=state, threads=1) | {"trained_at_commit": commit}
+    except Exception as e:  # noqa: BLE001 - reported now, and the run goes on with the other networks
+        print(f"{kind}-{depth} seed {seed}: FAILED: {type(e).__name__}: {e}", flush=True)
+        return {"kind": kind, "depth": depth, "seed": seed, "error": f"{type(e).__name__}: {e}"}
     tmp = path.with_suffix(".part")
     tmp.write_text(json.dumps(r))
     tmp.replace(path)
@@ -137,7 +141,10 @@ def run(*, quick: bool, out_dir: Path) -> dict:
     cfg = QUICK if quick else FULL
     parts = Path(out_dir) / "degradation.parts"
     parts.mkdir(parents=True, exist_ok=True)
-    jobs = [(kind, depth, seed, cfg, parts) for depth in sorted(cfg["depths"], reverse=True)
+    from lib.experiments import code_state
+
+    commit = code_state()["commit"]
+    jobs = [(kind, depth, seed, cfg, parts, commit) for depth in sorted(cfg["depths"], reverse=True)
             for seed in cfg["seeds"] for kind in ("plain", "resnet")]
     workers = int(os.environ.get("CNN_COURSE_WORKERS", min(4, os.cpu_count() or 1)))
     if workers > 1:
@@ -145,6 +152,10 @@ def run(*, quick: bool, out_dir: Path) -> dict:
             done = pool.map(_train_job, jobs, chunksize=1)
     else:
         done = [_train_job(job) for job in jobs]
+    failed = [f"{r['kind']}-{r['depth']} seed {r['seed']}: {r['error']}" for r in done if "error" in r]
+    if failed:
+        raise RuntimeError(f"{len(failed)} network(s) failed ({'; '.join(failed)}); the finished ones are kept in "
+                           f"{parts}: run the same command again to train the rest")
     shutil.rmtree(parts)
     runs = sorted(done, key=lambda r: (r["depth"], r["kind"], r["seed"]))  # plain-20 seeds, resnet-20 seeds, ...
     return {"config": {**cfg, "depths": list(cfg["depths"]), "seeds": list(cfg["seeds"])}, "workers": workers,
