@@ -36,18 +36,27 @@ book: export CNN_COURSE_PROGRESS := 0
 book: setup data
 	env -u MPLBACKEND $(BIN)/jupyter-book build . --warningiserror --keep-going
 
+lab: setup data
+	$(BIN)/jupyter lab --notebook-dir=. $(LAB_ARGS) $(if $(filter 0,$(shell id -u)),--allow-root)
+
+clean:
+	rm -rf _build .jupyter_cache
+
+# For students: run a notebook's visible tests; exits 1 when one fails. make validate NB=exercises/mixed_pooling/mixed_pooling.ipynb
+VALIDATE := $(BIN)/python scripts/validate.py
+.PHONY: validate
+validate: setup data
+	@test -n "$(NB)" || { echo "usage: make validate NB=<notebook.ipynb>"; exit 2; }
+	$(VALIDATE) $(NB)
+
+#@instructor
+# Everything from here to #@end-instructor is the instructor's: `make student-release` leaves it out.
 # ---- the tests (CI runs exactly this)
 test: setup data browser
 	$(BIN)/python -m pytest
 
 test-fast: setup data
 	$(BIN)/python -m pytest -m "not slow and not book and not browser"
-
-lab: setup data
-	$(BIN)/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
-
-clean:
-	rm -rf _build .jupyter_cache
 
 # ---- browser tests and benchmarks
 .PHONY: browser bench-book bench-course
@@ -65,9 +74,11 @@ bench-book: setup data
 bench-course: setup data
 	$(BIN)/python benchmarks/bench_course.py --json results/course-benchmark.json
 
-# ---- instructors (nbgrader): the flow is explained in book/instructors.md
-.PHONY: exercises check-exercises collect autograde feedback grades validate
-GRADE := $(BIN)/python scripts/grade.py
+# ---- instructors (nbgrader): the flow is explained in book/instructors.md; the commands are the grader's
+.PHONY: exercises check-exercises collect autograde feedback grades student-release
+GRADE := $(BIN)/python -m grader
+# An instructor validating a submission runs the hidden tests too (solutions/) through the grader.
+VALIDATE := $(GRADE) validate
 
 # Regenerate the student versions exercises/<a>/ from solutions/<a>/ (then commit exercises/).
 exercises: setup
@@ -82,9 +93,12 @@ collect: setup
 	@test -n "$(ASSIGNMENT)" -a -n "$(ZIP)" || { echo "usage: make collect ASSIGNMENT=<name> ZIP=<file.zip>"; exit 2; }
 	$(GRADE) collect $(ASSIGNMENT) $(ZIP)
 
-# Autograde every submission in submitted/ (or ASSIGNMENT=<name> only) and print a score table.
+# Autograde every submission in submitted/ (or ASSIGNMENT=<name> only) that is new or changed since it was last
+# graded, each in the sandbox, JOBS at once (default: the number of cores), with a progress bar and a score table.
+# FORCE=1 regrades everything; SCHEDULER=tcp://host:8786 grades on a Dask cluster; SANDBOX=off (trusted work only).
 autograde: setup data
-	$(GRADE) autograde $(ASSIGNMENT)
+	$(GRADE) autograde $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+		$(if $(filter 1 yes true,$(FORCE)),--force)
 
 # Feedback as HTML: feedback/<student>/<assignment>/<assignment>.html
 feedback: setup
@@ -94,7 +108,8 @@ feedback: setup
 grades: setup
 	$(GRADE) export $(or $(CSV),feedback/grades.csv)
 
-# For students: run a notebook's visible tests; exits 1 when one fails. make validate NB=exercises/mixed_pooling/mixed_pooling.ipynb
-validate: setup data
-	@test -n "$(NB)" || { echo "usage: make validate NB=<notebook.ipynb>"; exit 2; }
-	$(GRADE) validate $(NB)
+# The tree to publish to students (no solutions, grader, hidden tests or instructor targets): make student-release DIR=../course-release
+student-release:
+	@test -n "$(DIR)" || { echo "usage: make student-release DIR=<new folder outside the repository>"; exit 2; }
+	$(or $(wildcard $(BIN)/python),$(PYTHON)) -m grader student-release $(DIR)
+#@end-instructor

@@ -14,7 +14,7 @@ from lib.checks import expect_rank, shape_str
 IntPair = int | tuple[int, int]
 
 
-def _pair(v: IntPair, name: str) -> tuple[int, int]:
+def pair(v: IntPair, name: str = "value") -> tuple[int, int]:
     t = (v, v) if isinstance(v, int) else tuple(v)
     if len(t) != 2 or not all(isinstance(i, int) for i in t):
         raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
@@ -65,7 +65,7 @@ def conv2d_loop(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     where g = o // (C_out / G) is the group of output channel o.
     """
     _check_conv(x, weight, bias, groups)
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
     n, c_in, h, w = x.shape
     c_out, c_per_group, kh, kw = weight.shape
     oh, ow = output_size(h, kh, sh, ph, dh), output_size(w, kw, sw, pw, dw)
@@ -90,7 +90,7 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
            padding: IntPair = 0, dilation: IntPair = 1, groups: int = 1) -> torch.Tensor:
     """2-D convolution as one matrix multiply per group (im2col with ``F.unfold``); differentiable."""
     _check_conv(x, weight, bias, groups)
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
     n, c_in, h, w = x.shape
     c_out, c_per_group, kh, kw = weight.shape
     oh, ow = output_size(h, kh, sh, ph, dh), output_size(w, kw, sw, pw, dw)
@@ -109,9 +109,9 @@ def _check_pool(x: torch.Tensor, kernel: tuple[int, int], padding: tuple[int, in
         raise ValueError(f"pooling padding {padding} must be at most half the kernel {kernel} (as in PyTorch)")
 
 
-def _windows(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
-             pad_value: float) -> torch.Tensor:
-    """All pooling windows: (N, C, oh, ow, kh*kw)."""
+def windows(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int] = (0, 0),
+            pad_value: float = 0.0) -> torch.Tensor:
+    """All pooling windows, ``pad_value`` in the padding: (N, C, H, W) -> (N, C, oh, ow, kh*kw)."""
     n, c, h, w = x.shape
     oh, ow = output_size(h, kernel[0], stride[0], padding[0]), output_size(w, kernel[1], stride[1], padding[1])
     xp = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), value=pad_value)
@@ -122,23 +122,23 @@ def _windows(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], 
 def max_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None,
                padding: IntPair = 0) -> torch.Tensor:
     """Max over each window; padding counts as minus infinity, as in ``F.max_pool2d``."""
-    k = _pair(kernel_size, "kernel_size")
-    s, p = _pair(stride if stride is not None else kernel_size, "stride"), _pair(padding, "padding")
+    k = pair(kernel_size, "kernel_size")
+    s, p = pair(stride if stride is not None else kernel_size, "stride"), pair(padding, "padding")
     _check_pool(x, k, p)
-    return _windows(x, k, s, p, float("-inf")).amax(-1)
+    return windows(x, k, s, p, float("-inf")).amax(-1)
 
 
 def avg_pool2d(x: torch.Tensor, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0,
                count_include_pad: bool = True) -> torch.Tensor:
     """Mean over each window; with ``count_include_pad=False`` the zeros of the padding are not counted."""
-    k = _pair(kernel_size, "kernel_size")
-    s, p = _pair(stride if stride is not None else kernel_size, "stride"), _pair(padding, "padding")
+    k = pair(kernel_size, "kernel_size")
+    s, p = pair(stride if stride is not None else kernel_size, "stride"), pair(padding, "padding")
     _check_pool(x, k, p)
-    total = _windows(x, k, s, p, 0.0).sum(-1)
+    total = windows(x, k, s, p, 0.0).sum(-1)
     if count_include_pad:
         return total / (k[0] * k[1])
     ones = torch.ones_like(x[:1, :1])
-    return total / _windows(ones, k, s, p, 0.0).sum(-1)
+    return total / windows(ones, k, s, p, 0.0).sum(-1)
 
 
 def max_pool2d_loop(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:

@@ -296,14 +296,19 @@ def jupyterlab(browser, tmp_path_factory):
     import subprocess
     import sys
 
+    from grader.release import STUDENT_CONFIG
+    sys.path.insert(0, str(ROOT / "tests" / "nbgrader_fixtures"))
+    from submissions import Course
+    sys.path.pop(0)
+
     course = tmp_path_factory.mktemp("lab") / "course"
     course.mkdir()
-    shutil.copy2(ROOT / "nbgrader_config.py", course)
+    (course / "nbgrader_config.py").write_text(STUDENT_CONFIG)  # what a student's copy of the course has
     shutil.copytree(ROOT / "exercises", course / "exercises", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    # the instructor's version of the same exercise stands in for a student's solved copy
+    # the student version with the solutions filled in stands in for a student's solved copy
     first = sorted((course / "exercises").glob("*/*.ipynb"))[0]
     (course / "solved" / first.parent.name).mkdir(parents=True)
-    shutil.copy2(ROOT / "solutions" / first.parent.name / first.name, course / "solved" / first.parent.name)
+    (course / "solved" / first.parent.name / first.name).write_text(json.dumps(Course(ROOT).solved(first.parent.name)))
     port, token = _free_port(), secrets.token_hex(16)
     jupyter = Path(sys.executable).with_name("jupyter")
     log = open(course.parent / "jupyterlab.log", "w")

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from grader import course
+from grader.autograde import autograde
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants")
 CELL_TIMEOUT = 45  # seconds: long enough for a busy CI machine, short enough for the infinite loops
@@ -37,20 +40,16 @@ def _load(name: str, path: Path):
     return module
 
 
-grade = _load("course_grade_script", ROOT / "scripts" / "grade.py")
 fixtures = _load("nbgrader_submissions", ROOT / "tests" / "nbgrader_fixtures" / "submissions.py")
 
 
+class grade:  # the grader's functions the tests drive, under one name
+    generate_exercises, stale_exercises, collect = course.generate_exercises, course.stale_exercises, course.collect
+    feedback, export, autograde = course.feedback, course.export, staticmethod(autograde)
+
+
 def make_course(target: Path) -> Path:
-    """A scratch course: the repository's solutions, exercises and config, nothing graded yet."""
-    target.mkdir(parents=True, exist_ok=True)
-    for folder in ("solutions", "exercises"):
-        shutil.copytree(ROOT / folder, target / folder)
-    shutil.copy(ROOT / "nbgrader_config.py", target)
-    with open(target / "nbgrader_config.py", "a") as f:
-        f.write(f"\n# tests/test_nbgrader_flow.py: a shorter limit, so the endless loops cost less\n"
-                f"c.Execute.timeout = {CELL_TIMEOUT}\n")
-    return target
+    return fixtures.make_course(target, cell_timeout=CELL_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +203,46 @@ def test_disabled_cell_says_why(graded):
 
 
 def test_shipped_files_are_not_copied(graded):
-    folder = graded.root / "autograded" / "ships-lib" / "mixed_pooling"
-    assert not (folder / "lib").exists() and not (folder / "torch.py").exists()
+    folder = graded.root / "autograded" / "ships-grader" / "mixed_pooling"
+    assert not (folder / "lib").exists() and not (folder / "grader").exists() and not (folder / "torch.py").exists()
+
+
+def test_shortcuts_say_what_was_detected(graded):
+    """Each shortcut's failed cells carry a message that names what was found (what the student reads)."""
+    expected = {"shortcut-reference-import": "did not run this cell", "shortcut-reference-dotted": "grader's reference",
+                "shortcut-expectation": "grader's reference", "shortcut-typed-results": "own run",
+                "shortcut-measured-field": "instead of computing it", "shortcut-measured-helper": "meta device",
+                "shortcut-field-reference": "grader's reference", "shortcut-torchvision-blocks": "torchvision",
+                "shortcut-torchvision-builders": "torchvision's", "shortcut-typed-variants": "own run"}
+    assert set(expected) == set(fixtures.SHORTCUT_POINTS)
+    rows = []
+    for student, fragment in expected.items():
+        a, cut = fixtures.SHORTCUT_POINTS[student]
+        nb = json.loads((graded.root / "autograded" / student / a / f"{a}.ipynb").read_text())
+        errors = [o["evalue"] for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+        assert any(fragment in e for e in errors), f"{student}: no error mentions {fragment!r}: {errors[:3]}"
+        rows.append((student, next(e for e in errors if fragment in e)[:160]))
+    print("\n".join(f"{s}: {m}" for s, m in rows))
+
+
+def test_feedback_shows_no_hidden_test(graded):
+    """The feedback the student reads has the visible tests and the failure messages, but no hidden test: not
+    its source, not a seed, not a traceback line quoting it (the shortcut of regenerating hidden cases)."""
+    assert grade.feedback(graded.root) == 0
+    hidden_lines = set()
+    for a in ASSIGNMENTS:
+        for cell in json.loads((ROOT / "solutions" / a / f"{a}.ipynb").read_text())["cells"]:
+            source = "".join(cell["source"])
+            if "### BEGIN HIDDEN TESTS" in source:
+                part = source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+                hidden_lines |= {line.strip() for line in part.splitlines() if len(line.strip()) > 20}
+    assert len(hidden_lines) > 30
+    pages = list((graded.root / "feedback").glob("*/*/*.html"))
+    assert len(pages) > 20
+    for page in pages:
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        leaked = [line for line in hidden_lines if line in text]
+        assert not leaked and "BEGIN HIDDEN" not in text and "random_chain" not in text, f"{page}: {leaked[:2]}"
 
 
 def _grades(root: Path) -> dict:

@@ -12,8 +12,24 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_course(target: Path, *, cell_timeout: int = 45) -> Path:
+    """A scratch course: the repository's solutions, exercises, config and grader, nothing graded yet, with a
+    shorter cell time limit (so the endless loops cost less)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in ("solutions", "exercises", "grader", "scripts"):
+        shutil.copytree(ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "nbgrader_config.py", target)
+    with open(target / "nbgrader_config.py", "a") as f:
+        f.write(f"\n# the tests' scratch course: a shorter limit, so the endless loops cost less\n"
+                f"c.Execute.timeout = {cell_timeout}\n")
+    return target
 
 # test cell -> (points, the solution cells it needs)
 DEPENDS = {
@@ -127,11 +143,11 @@ def _find(nb: dict, grade_id: str) -> dict:
 # Answers that pass the visible tests and fail hidden ones.
 MIXED_POOL_VISIBLE_ONLY = '''
 class MixedPool2d(nn.Module):
-    """Ignores stride and padding: right for the visible cases only."""
+    """Reshapes its output as if every image were square: right for the visible (square) cases only."""
 
     def __init__(self, kernel_size, stride=None, padding=0, *, alpha=0.5, learnable=None, channels=None):
         super().__init__()
-        self.k, self.learnable = kernel_size, learnable
+        self.k, self.s, self.p, self.learnable = kernel_size, stride or kernel_size, padding, learnable
         if learnable is None:
             self.fixed = alpha
         else:
@@ -143,8 +159,11 @@ class MixedPool2d(nn.Module):
         return self.fixed if self.learnable is None else torch.sigmoid(self.logit)
 
     def forward(self, x):
+        n, c, h, w = x.shape
+        side = (h + 2 * self.p - self.k) // self.s + 1
         a = self.alpha if self.learnable is None else self.alpha.view(1, -1, 1, 1)
-        return a * F.max_pool2d(x, self.k) + (1 - a) * F.avg_pool2d(x, self.k)
+        mixed = a * F.max_pool2d(x, self.k, self.s, self.p) + (1 - a) * F.avg_pool2d(x, self.k, self.s, self.p)
+        return mixed.reshape(n, c, side, side)
 '''
 
 WRONG_LP = '''
@@ -160,12 +179,11 @@ class LPPool2d(nn.Module):
 '''
 
 PATCH_GRADING = '''
-import lib.grading
-for _name in dir(lib.grading):
+import grader.checks.pooling as _checks
+for _name in dir(_checks):
     if _name.startswith("check_"):
-        setattr(lib.grading, _name, lambda *args, **kwargs: None)
-grading.check_mixed_pool_fixed = lambda *args, **kwargs: None
-grading.assert_untampered = lambda: None
+        setattr(_checks, _name, lambda *args, **kwargs: None)
+_checks.assert_untampered = lambda: None
 '''
 
 PATCH_TORCH = '''
@@ -174,12 +192,146 @@ torch.Tensor.all = lambda self, *args, **kwargs: torch.tensor(True)
 F.max_pool2d = lambda x, *args, **kwargs: x
 '''
 
-FAKE_GRADING = '''
+FAKE_CHECKS = '''
 def assert_untampered():
     pass
 
 def __getattr__(name):
     return lambda *args, **kwargs: None
+'''
+
+# ---- Shortcuts: answers assembled from what a student's environment holds, instead of the work a cell names.
+# `torch._utils._import_dotted_name` imports by a dotted string: a door the source scan does not list, so these
+# reach the grader's references at grading time and meet the references' own run-time check.
+DOTTED = "from torch._utils import _import_dotted_name as _get\n"
+
+MIXED_VIA_IMPORT = '''
+from grader.checks.pooling import mixed_pool_reference
+
+
+class MixedPool2d(nn.Module):
+    """The grader's reference as the forward."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, *, alpha=0.5, learnable=None, channels=None):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding, self.learnable = kernel_size, stride, padding, learnable
+        if learnable is None:
+            self.fixed = alpha
+        else:
+            self.logit = nn.Parameter(torch.full((1 if learnable == "layer" else channels,), math.log(alpha / (1 - alpha))))
+
+    @property
+    def alpha(self):
+        return self.fixed if self.learnable is None else torch.sigmoid(self.logit)
+
+    def forward(self, x):
+        return mixed_pool_reference(x, self.alpha, self.kernel_size, self.stride, self.padding)
+'''
+
+MIXED_VIA_DOTTED = MIXED_VIA_IMPORT.replace(
+    "from grader.checks.pooling import mixed_pool_reference\n",
+    DOTTED + "mixed_pool_reference = _get('grader.checks.pooling.mixed_pool_reference')\n")
+
+STOCHASTIC_VIA_DOTTED = DOTTED + '''
+expectation = _get("grader.checks.pooling.stochastic_pool_expectation")
+
+
+class StochasticPool2d(nn.Module):
+    """Sampling written by hand; the test-time expectation is the grader's reference."""
+
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride or kernel_size
+
+    def forward(self, x):
+        if not self.training:
+            return expectation(x, self.kernel_size, self.stride)
+        n, c, h, w = x.shape
+        k, s = self.kernel_size, self.stride
+        win = F.unfold(x, k, stride=s).view(n, c, k * k, -1).transpose(2, 3)
+        total = win.sum(-1, keepdim=True)
+        probs = torch.where(total > 0, win / total.clamp_min(1e-12), torch.full_like(win, 1.0 / (k * k)))
+        idx = torch.multinomial(probs.reshape(-1, k * k), 1)
+        return win.reshape(-1, k * k).gather(1, idx).view(n, c, (h - k) // s + 1, (w - k) // s + 1)
+'''
+
+MEASURED_FIELD = '''
+def measure_field(model, input_size):
+    """The field measured by back-propagation, with two neighbouring units for the jump and the centres."""
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, *input_size))
+    n_h, n_w = out.shape[-2:]
+    centre = empirical_receptive_field(model, (1, *input_size))
+    i, j = centre.unit
+    down = empirical_receptive_field(model, (1, *input_size), unit=(min(i + 1, n_h - 1), j))
+    right = empirical_receptive_field(model, (1, *input_size), unit=(i, min(j + 1, n_w - 1)))
+    jump = (max(1, round(down.center[0] - centre.center[0])), max(1, round(right.center[1] - centre.center[1])))
+    ys = tuple(centre.center[0] + (r - i) * jump[0] for r in range(n_h))
+    xs = tuple(centre.center[1] + (c - j) * jump[1] for c in range(n_w))
+    return Field(size=centre.size, jump=jump, centers=(ys, xs))
+'''
+MEASURED_CALCULATOR = MEASURED_FIELD + '''
+
+def compute_receptive_field(model, input_size):
+    return measure_field(model, input_size)
+'''
+CALCULATOR_VIA_HELPER = '''
+def compute_receptive_field(model, input_size):
+    return measure_field(model, input_size)  # defined in a cell of its own, out of the guard's sight
+'''
+CALCULATOR_VIA_REFERENCE = DOTTED + '''
+reference_field = _get("grader.checks.receptive_field.reference_field")
+
+
+def compute_receptive_field(model, input_size):
+    f = reference_field(model, input_size)
+    return Field(size=f["size"], jump=f["jump"], centers=f["centers"])
+'''
+
+TORCHVISION_BLOCKS = '''
+class ResNeXtBottleneck(torchvision.models.resnet.Bottleneck):
+    """torchvision's bottleneck behind the exercise's signature."""
+
+    expansion = 4
+
+    def __init__(self, c_in, c_out, stride=1, *, groups=32, width_per_group=4):
+        downsample = None
+        if stride != 1 or c_in != c_out:
+            downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        super().__init__(c_in, c_out // 4, stride, downsample, groups, width_per_group)
+
+
+class WideBottleneck(ResNeXtBottleneck):
+    def __init__(self, c_in, c_out, stride=1):
+        super().__init__(c_in, c_out, stride, groups=1, width_per_group=128)
+
+
+def wide_resnet50_2(*, num_classes=1000):
+    return ResNet(WideBottleneck, [3, 4, 6, 3], num_classes=num_classes, name="wide_resnet50_2")
+
+
+def resnext50_32x4d(*, num_classes=1000):
+    return ResNet(functools.partial(ResNeXtBottleneck, groups=32, width_per_group=4), [3, 4, 6, 3],
+                  num_classes=num_classes, name="resnext50_32x4d")
+'''
+
+TORCHVISION_BUILDERS = '''
+def wide_resnet50_2(*, num_classes=1000):
+    return torchvision.models.wide_resnet50_2(weights=None, num_classes=num_classes)
+
+
+def resnext50_32x4d(*, num_classes=1000):
+    return torchvision.models.resnext50_32x4d(weights=None, num_classes=num_classes)
+'''
+
+TYPED_POOLING_RESULTS = '''
+results = {name: {"acc": 0.87 - 0.01 * i, "seconds": 21.0 + i, "params": sum(p.numel() for p in make_net(pool).parameters())}
+           for i, (name, pool) in enumerate(POOLINGS.items())}  # numbers typed in, nothing trained
+'''
+
+TYPED_VARIANT_RESULTS = '''
+results = {name: {"acc": 0.84 + 0.02 * i, "seconds": 30.0 * (i + 1), "params": count_params(VARIANTS[name]())}
+           for i, name in enumerate(["pre-activation ResNet (WRN-10-1)", "wide ResNet (WRN-10-2)"])}
 '''
 
 
@@ -207,7 +359,7 @@ def build(course: Course) -> list[Submission]:
     assert rv_wrn != rv["wrn"] and rv_resnext != rv["resnext"], "update the visible-only ResNet variant"
     visible_only = {
         "mixed_pooling": ({"mixed_pool": MIXED_POOL_VISIBLE_ONLY}, {"test_mixed_fixed", "test_mixed_learnable"},
-                          "MixedPool2d ignores stride and padding"),
+                          "MixedPool2d assumes square images"),
         "receptive_field": ({"calculator": rf_square},
                             {"test_rf_chain", "test_rf_centers", "test_rf_graph", "test_rf_published"},
                             "compute_receptive_field treats every kernel, stride and input as square"),
@@ -253,7 +405,7 @@ def build(course: Course) -> list[Submission]:
         Submission("kills-kernel", a, "a cell that kills the kernel (os._exit)",
                    _insert_after(on_base(), "mixed_pool", "import os\nos._exit(0)", "exit"), expected=five,
                    disabled=1),
-        Submission("patches-grading", a, "blank answers, and a cell that replaces lib.grading's checks by no-ops",
+        Submission("patches-grading", a, "blank answers, and a cell that replaces the grader's checks by no-ops",
                    _insert_after(course.exercise(a), "setup", PATCH_GRADING, "patch"), expected=0.0, disabled=1),
         Submission("patches-torch", a, "blank answers, and a cell that makes torch.allclose always true",
                    _insert_after(course.exercise(a), "setup", PATCH_TORCH, "patch"), expected=0.0, disabled=1),
@@ -261,14 +413,84 @@ def build(course: Course) -> list[Submission]:
                    "later cell", _insert_after(course.exercise(a), "setup",
                                               "get_ipython().input_transformers_cleanup.append(lambda lines: "
                                               "['pass\\n'])", "patch"), expected=0.0, disabled=1),
-        Submission("writes-lib", a, "blank answers, and a cell that writes a fake lib/grading.py next to the notebook",
-                   _insert_after(course.exercise(a), "setup",
-                                 "import os\nos.makedirs('lib', exist_ok=True)\n"
-                                 f"open('lib/grading.py', 'w').write({FAKE_GRADING!r})\n"
-                                 "open('lib/__init__.py', 'w').write('')", "patch"), expected=0.0, disabled=1),
-        Submission("ships-lib", a, "blank answers, submitted with its own lib/grading.py and torch.py",
-                   course.exercise(a), extra_files={"lib/__init__.py": "", "lib/grading.py": FAKE_GRADING,
+        Submission("writes-grader", a, "blank answers, and a cell that writes a fake grader/checks/pooling.py next "
+                   "to the notebook", _insert_after(course.exercise(a), "setup",
+                                                    "import os\nos.makedirs('grader/checks', exist_ok=True)\n"
+                                                    f"open('grader/checks/pooling.py', 'w').write({FAKE_CHECKS!r})\n"
+                                                    "open('grader/__init__.py', 'w').write('')\n"
+                                                    "open('grader/checks/__init__.py', 'w').write('')", "patch"),
+                   expected=0.0, disabled=1),
+        Submission("ships-grader", a, "blank answers, submitted with its own grader/checks/pooling.py, lib/ and torch.py",
+                   course.exercise(a), extra_files={"grader/__init__.py": "", "grader/checks/__init__.py": "",
+                                                    "grader/checks/pooling.py": FAKE_CHECKS, "lib/__init__.py": "",
                                                     "torch.py": "raise SystemExit('fake torch')"}, expected=0.0),
+    ]
+    return subs + shortcuts(course)
+
+
+SHORTCUT_POINTS = {  # submission -> (assignment, the test cells it shortcuts)
+    "shortcut-reference-import": ("mixed_pooling", {"test_mixed_fixed", "test_mixed_learnable", "test_comparison"}),
+    "shortcut-reference-dotted": ("mixed_pooling", {"test_mixed_fixed", "test_mixed_learnable", "test_comparison"}),
+    "shortcut-expectation": ("mixed_pooling", {"test_stochastic", "test_comparison"}),
+    "shortcut-typed-results": ("mixed_pooling", {"test_comparison"}),
+    "shortcut-measured-field": ("receptive_field", set(DEPENDS["receptive_field"])),
+    "shortcut-measured-helper": ("receptive_field", {"test_rf_chain", "test_rf_centers", "test_rf_graph",
+                                                     "test_rf_published"}),
+    "shortcut-field-reference": ("receptive_field", {"test_rf_chain", "test_rf_centers", "test_rf_graph",
+                                                     "test_rf_published"}),
+    "shortcut-torchvision-blocks": ("resnet_variants", {"test_blocks_twin", "test_imagenet_twins"}),
+    "shortcut-torchvision-builders": ("resnet_variants", {"test_imagenet_twins"}),
+    "shortcut-typed-variants": ("resnet_variants", {"test_comparison"}),
+}
+
+
+def shortcuts(course: Course) -> list[Submission]:
+    """Answers built from what a student's environment holds (the grader's references reached by an import
+    or by a door the scan does not list, lib's measurement, torchvision's implementations, typed-in numbers),
+    each in an otherwise correct notebook: the cells it shortcuts must score 0, every other cell full marks."""
+    def worth(name: str, solved: set[str] | None = None) -> float:
+        a, cut = SHORTCUT_POINTS[name]
+        return deserved(a, all_solution_cells(a) if solved is None else solved, cut)
+
+    rv = course.solution_sources("resnet_variants")
+    own_blocks = rv["resnext"][:rv["resnext"].index("def wide_resnet50_2")]
+    rf_only = {"calculator"}  # the stage table is left blank: it would only measure the slow way
+    subs = [
+        Submission("shortcut-reference-import", "mixed_pooling", "MixedPool2d's forward imports the grader's reference",
+                   course.solved("mixed_pooling", replace={"mixed_pool": MIXED_VIA_IMPORT}),
+                   expected=worth("shortcut-reference-import"), disabled=1),
+        Submission("shortcut-reference-dotted", "mixed_pooling", "the same reference, imported by a dotted name "
+                   "through torch._utils", course.solved("mixed_pooling", replace={"mixed_pool": MIXED_VIA_DOTTED}),
+                   expected=worth("shortcut-reference-dotted")),
+        Submission("shortcut-expectation", "mixed_pooling", "StochasticPool2d's eval mode is the grader's "
+                   "stochastic_pool_expectation", course.solved("mixed_pooling",
+                                                                replace={"stochastic_pool": STOCHASTIC_VIA_DOTTED}),
+                   expected=worth("shortcut-expectation")),
+        Submission("shortcut-typed-results", "mixed_pooling", "the comparison's results typed in, nothing trained",
+                   course.solved("mixed_pooling", replace={"experiment": TYPED_POOLING_RESULTS}),
+                   expected=worth("shortcut-typed-results")),
+        Submission("shortcut-measured-field", "receptive_field", "compute_receptive_field measures with "
+                   "empirical_receptive_field (and two neighbouring units for the jump and centres)",
+                   course.solved("receptive_field", rf_only, replace={"calculator": MEASURED_CALCULATOR}),
+                   expected=worth("shortcut-measured-field", rf_only), disabled=1),
+        Submission("shortcut-measured-helper", "receptive_field", "the same measurement, moved to a cell of its own",
+                   _insert_after(course.solved("receptive_field", rf_only, replace={"calculator": CALCULATOR_VIA_HELPER}),
+                                 "setup", MEASURED_FIELD, "helper"),
+                   expected=worth("shortcut-measured-helper", rf_only)),
+        Submission("shortcut-field-reference", "receptive_field", "compute_receptive_field returns the grader's "
+                   "reference_field", course.solved("receptive_field", rf_only,
+                                                    replace={"calculator": CALCULATOR_VIA_REFERENCE}),
+                   expected=worth("shortcut-field-reference", rf_only)),
+        Submission("shortcut-torchvision-blocks", "resnet_variants", "the bottlenecks derive from torchvision's",
+                   course.solved("resnet_variants", replace={"resnext": TORCHVISION_BLOCKS}),
+                   expected=worth("shortcut-torchvision-blocks")),
+        Submission("shortcut-torchvision-builders", "resnet_variants", "own blocks, but the builders return "
+                   "torchvision's models", course.solved("resnet_variants",
+                                                         replace={"resnext": own_blocks + TORCHVISION_BUILDERS}),
+                   expected=worth("shortcut-torchvision-builders")),
+        Submission("shortcut-typed-variants", "resnet_variants", "the variants' results typed in, nothing trained",
+                   course.solved("resnet_variants", replace={"experiment": TYPED_VARIANT_RESULTS}),
+                   expected=worth("shortcut-typed-variants")),
     ]
     return subs
 

@@ -1,84 +1,19 @@
-"""The grader's own safety.
+"""The autograder's tripwire: what in a submitted cell modifies the grading environment, read without running it.
 
-- :func:`assert_untampered` runs at the top of every test cell, after the cell has loaded a fresh copy of
-  ``lib.grading`` from disk, and fails when a submission replaced the ``torch`` or builtin functions the
-  checks rely on;
-- :func:`scan_source` is the autograder's tripwire (``GuardCells`` in ``nbgrader_config.py``): it reads a
-  cell's code without running it and finds what modifies the grading environment (imported modules,
-  IPython's hooks, ``sys.modules``, the kernel's life, files); the autograder disables such cells before it
-  runs the notebook.
+``GuardCells`` (``grader.preprocessors``) calls :func:`scan_source` on every cell a student could edit and
+disables the flagged ones before the notebook runs. It is a tripwire, not a sandbox (the sandbox is
+``grader.sandbox``): it sees through IPython magics but not through arbitrary obfuscation, so every
+dynamic way in (exec, eval, __import__, getattr on modules' dunders, importlib) is itself on the list, and
+the run-time checks (``grader.checks.integrity``) back it up. Per assignment, :data:`FORBIDDEN_CALLS` also
+names tools a solution cell must not call for its answer.
 """
 from __future__ import annotations
 
 import ast
-import math
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from lib.grading.base import fail
-
-
-_C_TYPES = (type(len), type(str.join), type(object.__init__), type(object.__eq__))  # builtins, descriptors
-
-
-def _trusted(obj: object, roots: Sequence[Path]) -> bool:
-    """C functions are trusted; a Python function only when its code lives in torch, lib or the stdlib."""
-    if isinstance(obj, _C_TYPES):
-        return True
-    if isinstance(obj, type):  # float, int: a static C type, not a class defined at run time
-        return not obj.__flags__ & (1 << 9)  # Py_TPFLAGS_HEAPTYPE
-    code = getattr(obj, "__code__", None)
-    if code is None:
-        return False
-    path = Path(code.co_filename).resolve()
-    return any(root in path.parents for root in roots)
-
-
-def _critical() -> dict[str, object]:
-    import builtins
-    return {
-        "torch.allclose": torch.allclose, "torch.isclose": torch.isclose, "torch.equal": torch.equal,
-        "torch.Tensor.__eq__": torch.Tensor.__eq__, "torch.Tensor.__sub__": torch.Tensor.__sub__,
-        "torch.Tensor.abs": torch.Tensor.abs, "torch.Tensor.all": torch.Tensor.all, "torch.Tensor.any": torch.Tensor.any,
-        "torch.Tensor.max": torch.Tensor.max, "torch.Tensor.item": torch.Tensor.item,
-        "torch.Tensor.backward": torch.Tensor.backward, "torch.Tensor.numel": torch.Tensor.numel,
-        "F.max_pool2d": F.max_pool2d, "F.avg_pool2d": F.avg_pool2d, "F.conv2d": F.conv2d, "F.unfold": F.unfold,
-        "F.lp_pool2d": F.lp_pool2d, "nn.Module.__call__": nn.Module.__call__,
-        "nn.Module.parameters": nn.Module.parameters, "nn.Module.load_state_dict": nn.Module.load_state_dict,
-        "torch.autograd.grad": torch.autograd.grad, "torch.manual_seed": torch.manual_seed,
-        "builtins.isinstance": builtins.isinstance, "builtins.abs": builtins.abs, "builtins.len": builtins.len,
-        "builtins.sum": builtins.sum, "builtins.all": builtins.all, "builtins.any": builtins.any,
-        "builtins.float": builtins.float, "builtins.int": builtins.int, "builtins.round": builtins.round,
-        "math.isclose": math.isclose,
-    }
-
-
-def assert_untampered() -> None:
-    """Fail when the grading environment was modified at run time.
-
-    Test cells first drop every ``lib`` module from ``sys.modules`` and import ``lib.grading`` again from
-    disk, so patched checks do not survive; this function then makes sure that the fresh copy does not
-    come from the submission's own folder and that the ``torch`` and builtin functions it relies on are
-    still the real ones.
-    """
-    here = Path(__file__).resolve()
-    cwd = Path.cwd().resolve()
-    if os.environ.get("NBGRADER_EXECUTION") == "autograde" and cwd in here.parents:  # a lib/ next to the notebook
-        fail(f"lib.grading was loaded from the submission's folder ({here}), not from the course's lib: "
-              f"remove the `lib` folder next to your notebook")
-    lib_dir = here.parents[1]
-    roots = [Path(torch.__file__).resolve().parent, lib_dir, Path(os.__file__).resolve().parent]
-    replaced = [name for name, obj in _critical().items() if not _trusted(obj, roots)]
-    if replaced:
-        fail(f"the grading environment was modified at run time ({', '.join(replaced)} replaced): "
-              f"restart the kernel and run your notebook without changing torch or Python's builtins")
-
+from grader.checks.integrity import critical_functions
 
 # The scan: what in a student's cell modifies the grading environment. It is a tripwire, not a sandbox
 # (see book/instructors.md): it reads the code without running it, so it sees through IPython magics but
@@ -86,7 +21,8 @@ def assert_untampered() -> None:
 # dunders, importlib) is itself on the list.
 _FORBIDDEN_MODULES = {"builtins", "importlib", "ctypes", "gc", "IPython", "ipykernel", "jupyter_client",
                       "nbgrader", "nbformat", "nbclient", "subprocess", "signal", "shutil", "pty", "runpy",
-                      "code", "codeop", "sysconfig", "site", "atexit"}
+                      "code", "codeop", "sysconfig", "site", "atexit", "pkgutil", "marshal", "pickle", "zipimport",
+                      "grader"}
 _FORBIDDEN_NAMES = {"get_ipython": "uses IPython's machinery", "__builtins__": "touches Python's builtins",
                     "__import__": "imports dynamically", "exec": "executes generated code",
                     "eval": "evaluates generated code", "compile": "compiles generated code",
@@ -105,8 +41,17 @@ _FORBIDDEN_ATTRS = {
 # Common method names that are only suspicious on an imported module: os.remove, not my_list.remove.
 _FOREIGN_ONLY_ATTRS = {"__dict__", "modules", "remove", "unlink", "rename", "replace", "rmdir", "system"}
 _ALLOWED_MAGICS = {"matplotlib", "time", "timeit", "config"}
-_CRITICAL_ATTR_NAMES = {name.rsplit(".", 1)[-1] for name in _critical()} | {
-    "empirical_receptive_field", "count_params", "count_macs", "assert_untampered", "fashion_mnist_loaders"}
+_CRITICAL_ATTR_NAMES = {name.rsplit(".", 1)[-1] for name in critical_functions()} | {
+    "empirical_receptive_field", "count_params", "count_macs", "assert_untampered", "fashion_mnist_loaders",
+    "fit", "seed_everything"}
+
+# assignment -> solution cell -> {tool: why the answer may not call it}
+FORBIDDEN_CALLS: dict[str, dict[str, dict[str, str]]] = {
+    "receptive_field": {"calculator": {
+        "empirical_receptive_field": "measures the field by back-propagation instead of computing it",
+        "linearised_copy": "belongs to the measurement, not to the computation",
+    }},
+}
 _ALLOWED_MODULE_ATTR_PREFIXES = ("torch.backends.", "plt.rcParams", "matplotlib.rcParams", "pd.options.")
 
 
@@ -157,12 +102,14 @@ def _parse(source: str) -> ast.AST | None:
         return None  # it will fail when it runs; nothing to scan
 
 
-def scan_source(source: str, foreign: set[str] | frozenset[str] = frozenset()) -> list[Finding]:
+def scan_source(source: str, foreign: set[str] | frozenset[str] = frozenset(),
+                forbidden_calls: Mapping[str, str] | None = None) -> list[Finding]:
     """What in one cell's code modifies the grading environment; empty when nothing does.
 
     ``foreign`` are names bound by imports elsewhere in the notebook (see :func:`imported_names`):
-    setting or deleting an attribute on them (``torch.allclose = ...``, ``lib.grading.check = ...``,
-    ``setattr(F, ...)``) patches code that is not the student's.
+    setting or deleting an attribute on them (``torch.allclose = ...``, ``lib.train.fit = ...``,
+    ``setattr(F, ...)``) patches code that is not the student's. ``forbidden_calls`` maps the names of tools
+    this cell must not use (called, or referred to in any other way) to the reason.
     """
     tree = _parse(source)
     if tree is None:
@@ -197,6 +144,10 @@ def scan_source(source: str, foreign: set[str] | frozenset[str] = frozenset()) -
             if dotted.split(".")[-1] in ("modules", "__dict__") or dotted.startswith("sys."):
                 flag(target, f"{verb} an entry of `{dotted}`")
 
+    for node in ast.walk(tree):  # a forbidden tool, called or passed around, under any alias
+        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+        if name in (forbidden_calls or {}):
+            flag(node, f"uses `{name}`, which this answer may not use: it {forbidden_calls[name]}")
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):

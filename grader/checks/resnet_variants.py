@@ -1,6 +1,8 @@
-"""Checks of assignment 3 (``resnet_variants``): the pre-activation block (He et al. 2016), wide ResNets
+"""Hidden checks of assignment 3 (``resnet_variants``): the pre-activation block (He et al. 2016), wide ResNets
 against the paper's parameter counts (Zagoruyko & Komodakis 2016), and bottlenecks and whole networks against
-torchvision's (ResNeXt, Xie et al. 2017; wide_resnet50_2): same weights, same outputs."""
+torchvision's (ResNeXt, Xie et al. 2017; wide_resnet50_2): same weights, same outputs, but the student's own
+code (a class derived from torchvision's, or a builder returning torchvision's model, fails); the reported
+comparison rows are trained again."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -10,7 +12,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from lib.grading.base import build, check_result_row, close, fail, max_diff, output, quiet, random_input, shape_str
+from grader.checks.base import (build, check_result_row, check_rows_retrained, close, fail, max_diff, output, quiet,
+                                random_input, shape_str)
+from grader.checks.integrity import assert_own_work, assert_untampered, reference  # noqa: F401 (the cells call it)
+from lib.data import fashion_mnist_loaders
+from lib.train import fit, seed_everything
 
 
 # Zagoruyko & Komodakis 2016, Table 4: parameters (millions) of WRN-depth-k on CIFAR-10.
@@ -37,6 +43,7 @@ def _get(block: nn.Module, name: str, desc: str, names: str) -> nn.Module:
     return getattr(block, name)
 
 
+@reference
 def preact_params(c_in: int, c_out: int, stride: int) -> int:
     """BN(c_in), 3x3 conv c_in -> c_out, BN(c_out), 3x3 conv c_out -> c_out, and a 1x1 projection (no bias,
     no BN) where the shape changes, as in the wide-ResNet code."""
@@ -51,6 +58,7 @@ def check_preact_block(cls: type, *, c_in: int, c_out: int, stride: int = 1, hw:
     shortcut is ``x`` or, when the shape changes, ``downsample(relu(bn1(x)))``; nothing after the sum."""
     desc = f"{getattr(cls, '__name__', 'PreActBlock')}({c_in}, {c_out}, stride={stride})"
     block = build(cls, desc, c_in, c_out, stride)
+    assert_own_work(block, desc)
     names = "bn1, conv1, bn2, conv2 (and downsample)"
     bn1, conv1, bn2, conv2 = (_get(block, n, desc, names) for n in ("bn1", "conv1", "bn2", "conv2"))
     downsample = getattr(block, "downsample", None)
@@ -94,6 +102,7 @@ def check_preact_block(cls: type, *, c_in: int, c_out: int, stride: int = 1, hw:
         fail(f"{desc}: no gradient reaches {silent}: every layer must be on the path to the output")
 
 
+@reference
 def wrn_params(depth: int, k: int, *, num_classes: int = 10, in_channels: int = 3) -> int:
     """WRN-depth-k: a 3x3 stem to 16 channels, three stages of (depth-4)/6 pre-activation blocks (16k, 32k,
     64k channels), a final BN, and a linear classifier."""
@@ -113,6 +122,7 @@ def check_wide_resnet(cls: type, *, depth: int, k: int, num_classes: int = 10, i
     outputs at H, H/2, H/4 with 16k, 32k, 64k channels."""
     desc = f"{getattr(cls, '__name__', 'WideResNet')}({depth}, {k}, num_classes={num_classes}, in_channels={in_channels})"
     model = build(cls, desc, depth, k, num_classes=num_classes, in_channels=in_channels)
+    assert_own_work(model, desc)
     n_params = sum(p.numel() for p in model.parameters())
     expected = wrn_params(depth, k, num_classes=num_classes, in_channels=in_channels)
     if n_params != expected:
@@ -189,10 +199,12 @@ def check_bottleneck_twin(cls: type, *, c_in: int, c_out: int, stride: int = 1, 
     downsample = None
     if stride != 1 or c_in != c_out:
         downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+    assert_own_work(cls, name, build_from="lib.models.blocks.Bottleneck")
     torch.manual_seed(seed)
     twin = torchvision.models.resnet.Bottleneck(c_in, c_out // 4, stride, downsample, groups, base_width)
     _randomise_norms(twin, seed)
     block = build(cls, desc, c_in, c_out, stride, **block_kwargs)
+    assert_own_work(block, desc, build_from="lib.models.blocks.Bottleneck")
     if getattr(type(block), "expansion", None) != 4:
         fail(f"{desc}: a bottleneck block needs the class attribute expansion = 4 (ResNet reads it)")
     _diagnose_state_dict(block, twin.state_dict(), desc, "torchvision's Bottleneck")
@@ -231,6 +243,7 @@ def check_torchvision_twin(builder: Callable, name: str, *, num_classes: int = 1
     twin = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)  # random weights, no download
     _randomise_norms(twin, seed)
     model = _build_without_init(builder, num_classes=num_classes)
+    assert_own_work(model, desc, build_from="lib.models.resnet.ResNet and your blocks")
     n_params = sum(p.numel() for p in model.parameters())
     if num_classes == 1000:
         published = getattr(torchvision.models, TWINS[name]).IMAGENET1K_V1.meta["num_params"]
@@ -251,12 +264,26 @@ def check_torchvision_twin(builder: Callable, name: str, *, num_classes: int = 1
               + ": compare your block's forward with torchvision.models.resnet.Bottleneck")
 
 
+def retrain_row(builder: Callable, *, train_subset: int, val_subset: int) -> dict:
+    """The task's protocol for one row, run by the grader: seed 0, fresh loaders, one epoch of ``fit``."""
+    seed_everything(0)
+    train_loader, val_loader, _ = fashion_mnist_loaders(batch_size=64, test_subset=16, train_subset=train_subset,
+                                                        val_subset=val_subset)
+    model = builder()
+    history = fit(model, train_loader, val_loader, epochs=1, progress=False)
+    return {"acc": history.last("val_acc"), "params": sum(p.numel() for p in model.parameters())}
+
+
 @quiet
-def check_variant_comparison(results: dict, builders: dict, *, at_least: int = 2) -> None:
-    """``results[name] = {"acc", "seconds", "params"}`` for at least ``at_least`` of the ``builders``."""
+def check_variant_comparison(results: dict, builders: dict, *, at_least: int = 2, retrain: dict | None = None) -> None:
+    """``results[name] = {"acc", "seconds", "params"}`` for at least ``at_least`` of the ``builders``; with
+    ``retrain`` (the subset sizes the notebook trained on) every reported row is trained again and compared."""
     trained = [n for n in builders if n in results]
     if len(trained) < at_least:
         fail(f"`results` has {len(trained)} of the variants {list(builders)}: train at least {at_least}")
     for name in trained:
         expected = sum(p.numel() for p in builders[name]().parameters())
         check_result_row(name, results[name], expected, "the variant has")
+    if retrain is not None:
+        check_rows_retrained(results, trained, lambda name: retrain_row(builders[name], **retrain),
+                             protocol="seed_everything(0), loaders(), fit(model, ..., epochs=1)")

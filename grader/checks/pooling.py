@@ -1,5 +1,6 @@
-"""Checks of assignment 1 (``mixed_pooling``): mixed pooling with a fixed and a learned alpha (Lee, Gallagher
-& Tu 2016), stochastic pooling (Zeiler & Fergus 2013), LP pooling, and the comparison network."""
+"""Hidden checks of assignment 1 (``mixed_pooling``): mixed pooling with a fixed and a learned alpha (Lee,
+Gallagher & Tu 2016), stochastic pooling (Zeiler & Fergus 2013), LP pooling, and the comparison network,
+whose reported rows are trained again and compared."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -8,9 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.grading.base import build, check_result_row, close, fail, learnable, max_diff, output, quiet, random_input, shape_str
+from grader.checks.base import (build, check_result_row, check_rows_retrained, close, fail, learnable, max_diff,
+                                output, quiet, random_input, shape_str)
+from grader.checks.integrity import assert_own_work, assert_untampered, reference  # noqa: F401 (the cells call it)
+from lib.data import fashion_mnist_loaders
+from lib.scratch import windows
+from lib.train import fit, seed_everything
 
 
+@reference
 def mixed_pool_reference(x: torch.Tensor, alpha: float | torch.Tensor, kernel_size: int, stride: int | None = None,
                          padding: int = 0) -> torch.Tensor:
     """``alpha * max + (1 - alpha) * avg`` (Lee, Gallagher & Tu 2016); ``alpha`` a number or one per channel."""
@@ -21,6 +28,7 @@ def mixed_pool_reference(x: torch.Tensor, alpha: float | torch.Tensor, kernel_si
             + (1 - a) * F.avg_pool2d(x, kernel_size, stride, padding))
 
 
+@reference
 def stochastic_pool_expectation(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:
     """Zeiler & Fergus's test-time pooling: each activation weighted by its probability ``a_i / sum_j a_j``.
 
@@ -31,6 +39,7 @@ def stochastic_pool_expectation(x: torch.Tensor, kernel_size: int, stride: int |
     return torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(den))
 
 
+@reference
 def lp_pool_reference(x: torch.Tensor, p: float, kernel_size: int, stride: int | None = None) -> torch.Tensor:
     """``(mean over the window of x^p)^(1/p)`` for non-negative ``x`` (torch's ``F.lp_pool2d`` sums instead)."""
     return F.avg_pool2d(x.pow(p), kernel_size, stride).pow(1.0 / p)
@@ -141,12 +150,6 @@ def check_mixed_pool_learnable(cls: type, *, mode: str, shape: Sequence[int], ke
                   f"keep alpha={alpha} after one step, the others should move (got {a.tolist()[:4]})")
 
 
-def _windows(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
-    n, c = x.shape[:2]
-    cols = F.unfold(x, kernel_size, stride=stride)  # (N, C*k*k, L)
-    return cols.view(n, c, kernel_size * kernel_size, -1)  # (N, C, k*k, L)
-
-
 @quiet
 def check_stochastic_pool(cls: type, *, shape: Sequence[int], kernel_size: int, stride: int | None = None,
                           seed: int = 0, zero_fraction: float = 0.3) -> None:
@@ -178,8 +181,8 @@ def check_stochastic_pool(cls: type, *, shape: Sequence[int], kernel_size: int, 
     y = output(pool, x, desc + " in training mode")
     if y.shape != expected.shape:
         fail(f"{desc} in training mode gave shape {shape_str(y)}, expected {shape_str(expected)}")
-    w = _windows(x, kernel_size, s)  # (N, C, k*k, L)
-    hit = ((w - y.detach().flatten(2).unsqueeze(2)).abs() < 1e-6).any(2)  # (N, C, L)
+    w = windows(x, (kernel_size, kernel_size), (s, s))  # (N, C, oh, ow, k*k)
+    hit = ((w - y.detach().unsqueeze(-1)).abs() < 1e-6).any(-1)  # (N, C, oh, ow)
     if not hit.all():
         fail(f"{desc} in training mode returned {int((~hit).sum())} values that are not activations of their "
               f"window: sample one activation per window (do not average)")
@@ -242,11 +245,23 @@ def check_lp_pool(cls: type, *, p: float, shape: Sequence[int], kernel_size: int
                   f"before taking the root")
 
 
+def retrain_row(make_net: Callable, pool: Callable, *, train_subset: int, val_subset: int) -> dict:
+    """The task's protocol for one row, run by the grader: seed 0, fresh loaders, one epoch of Adam at 3e-3."""
+    seed_everything(0)
+    train_loader, val_loader, _ = fashion_mnist_loaders(batch_size=64, test_subset=16, train_subset=train_subset,
+                                                        val_subset=val_subset)
+    net = make_net(pool)
+    history = fit(net, train_loader, val_loader, epochs=1, lr=3e-3, progress=False)
+    return {"acc": history.last("val_acc"), "params": sum(p.numel() for p in net.parameters())}
+
+
 @quiet
 def check_pooling_comparison(make_net: Callable, poolings: dict, results: dict | None, *,
-                             in_shape: Sequence[int] = (4, 1, 28, 28), num_classes: int = 10) -> None:
+                             in_shape: Sequence[int] = (4, 1, 28, 28), num_classes: int = 10,
+                             retrain: dict | None = None) -> None:
     """``make_net(pool)`` builds a working network from every pooling factory, calling ``pool(channels)``
-    with the channels each layer receives; ``results`` (unless None) has a row per pooling."""
+    with the channels each layer receives; ``results`` (unless None) has a row per pooling, and with
+    ``retrain`` (the subset sizes the notebook trained on) every row is trained again and compared."""
     for name, factory in poolings.items():
         made: list[tuple[int, nn.Module]] = []
 
@@ -291,3 +306,6 @@ def check_pooling_comparison(make_net: Callable, poolings: dict, results: dict |
     for name in poolings:
         expected_params = sum(p.numel() for p in make_net(poolings[name]).parameters())
         check_result_row(name, results[name], expected_params, "make_net gives")
+    if retrain is not None:
+        check_rows_retrained(results, list(poolings), lambda name: retrain_row(make_net, poolings[name], **retrain),
+                             protocol="seed_everything(0), loaders(), fit(make_net(pool), ..., epochs=1, lr=3e-3)")

@@ -1,4 +1,5 @@
-"""What every check shares: the error it raises, quiet execution, building the student's object, comparing tensors."""
+"""What every hidden check shares: the error it raises, quiet execution, building the student's object,
+comparing tensors, and the check of a reported results row."""
 from __future__ import annotations
 
 import functools
@@ -7,6 +8,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+
+from lib.checks import shape_str  # noqa: F401 (re-exported for the checks)
 
 
 class GradingError(AssertionError):
@@ -25,15 +28,6 @@ def quiet(check: Callable) -> Callable:
             warnings.simplefilter("ignore")
             return check(*args, **kwargs)
     return wrapper
-
-
-def shape_str(t: torch.Tensor | Sequence[int]) -> str:
-    shape = tuple(t.shape) if isinstance(t, torch.Tensor) else tuple(t)
-    return "(" + ", ".join(str(s) for s in shape) + ")"
-
-
-def hw_str(t: torch.Tensor) -> str:
-    return f"{t.shape[-2]}x{t.shape[-1]}"
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,7 +68,6 @@ def learnable(module: nn.Module) -> list[nn.Parameter]:
 
 
 
-
 def check_result_row(name: str, row: dict, expected_params: int, params_source: str) -> None:
     """One row of a student's ``results[name]``: accuracy in [0, 1], training seconds > 0, and the parameter
     count that ``params_source`` (e.g. "make_net gives") has."""
@@ -87,3 +80,19 @@ def check_result_row(name: str, row: dict, expected_params: int, params_source: 
         fail(f"results[{name!r}]['seconds'] is {row['seconds']}, expected the training time in seconds")
     if int(row["params"]) != expected_params:
         fail(f"results[{name!r}]['params'] is {row['params']}, but {params_source} {expected_params:,}")
+
+
+def check_rows_retrained(results: dict, names: Sequence[str], retrain: Callable[[str], dict], *,
+                         protocol: str, tolerance: float = 0.03) -> None:
+    """Reported rows are checked, not trusted: ``retrain(name)`` runs the task's protocol again (same seed,
+    same images in the same order) and its accuracy must match ``results[name]['acc']`` within ``tolerance``
+    (a few validation images: what another thread count can change), its parameter count exactly."""
+    for name in names:
+        again = retrain(name)
+        if int(results[name]["params"]) != again["params"]:
+            fail(f"results[{name!r}]['params'] is {results[name]['params']}, but the network trained again has "
+                 f"{again['params']:,}: record the parameters of the network you trained")
+        if abs(float(results[name]["acc"]) - again["acc"]) > tolerance:
+            fail(f"results[{name!r}]['acc'] is {float(results[name]['acc']):.4f}, but training that network again "
+                 f"as the task says ({protocol}) gives a validation accuracy more than {tolerance} away: "
+                 f"report the numbers of your own run, made by the code in this notebook")

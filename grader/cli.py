@@ -1,0 +1,127 @@
+"""The instructor's commands around nbgrader, one per step (the Makefile's instructor targets call them).
+
+    python -m grader exercises                 regenerate exercises/ from solutions/
+    python -m grader check-exercises           fail if exercises/ is out of date (CI runs this, via tests/)
+    python -m grader collect A downloads.zip   unpack a zip of downloads into submitted/<student>/A/
+    python -m grader autograde [A ...]         grade every submission in submitted/, print a score table
+    python -m grader feedback [A ...]          write feedback/<student>/<A>/<A>.html
+    python -m grader export [CSV]              one CSV row per student and assignment (feedback/grades.csv)
+    python -m grader validate NB.ipynb         run a notebook's tests (hidden ones too, for a solution); exit 1 on failure
+    python -m grader student-release DIR       write the tree a course publishes to its students
+
+Every command runs in the course root (``--root``, default: the repository), where nbgrader_config.py is.
+`nbgrader validate` exits 0 even when tests fail, and `nbgrader autograde` stops at nothing but reports
+failures only in its log: these commands read the results through nbgrader's Python API instead and say,
+per submission, what happened.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from grader import course, sandbox
+from grader.autograde import autograde, summary
+from grader.course import REPO
+
+
+@contextlib.contextmanager
+def sandbox_banner():
+    """With ``SANDBOX=off``, say so before and after; otherwise make sure the sandbox runs here, or stop
+    with the message that names the fix."""
+    if not sandbox.enabled():
+        warning = ("SANDBOX=off: submissions run WITHOUT the sandbox, with your own rights (files, network, "
+                   "processes). Use this only for trusted notebooks.")
+        print(f"!!! {warning}", flush=True)
+        try:
+            yield
+        finally:
+            print(f"!!! {warning}", flush=True)
+        return
+    try:
+        sandbox.check()
+    except sandbox.SandboxUnavailable as e:
+        raise SystemExit(f"The grader runs every submission in a sandbox, and the sandbox cannot run here: {e}")
+    yield
+
+
+def _student_validator():
+    """scripts/validate.py, the students' self-check: the instructor's validate prints the same report."""
+    spec = importlib.util.spec_from_file_location("course_validate", REPO / "scripts" / "validate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def validate(notebook: Path, root: Path = REPO) -> int:
+    """Run a notebook's tests, hidden ones included where it has them, with the course's settings and every
+    kernel in the sandbox (a submission is untrusted code); exit status 1 when one fails."""
+    from grader.sandbox import SandboxedValidator
+
+    course._single_threaded()
+    student = _student_validator()
+    with sandbox_banner():
+        return student.validate(notebook, student.course_config(root), SandboxedValidator)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, default=REPO, help="the course directory (default: the repository)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("exercises").add_argument("assignments", nargs="*")
+    sub.add_parser("check-exercises")
+    p = sub.add_parser("collect")
+    p.add_argument("assignment")
+    p.add_argument("archive", type=Path)
+    p = sub.add_parser("autograde")
+    p.add_argument("assignments", nargs="*")
+    p.add_argument("--student", action="append", help="only this student (repeatable)")
+    p.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: the number of cores)")
+    p.add_argument("--scheduler", default=None, help="a Dask scheduler's address, e.g. tcp://host:8786")
+    p.add_argument("--force", action="store_true", help="regrade submissions that have not changed since last time")
+    sub.add_parser("feedback").add_argument("assignments", nargs="*")
+    sub.add_parser("export").add_argument("to", nargs="?", default="feedback/grades.csv",
+                                         help="where to write (default: feedback/, which git ignores)")
+    sub.add_parser("validate").add_argument("notebook", type=Path)
+    sub.add_parser("student-release").add_argument("target", type=Path, help="an empty or new folder")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    if args.command == "validate":
+        notebook = args.notebook.resolve()
+        course._env(notebook.parent)
+        return validate(notebook, root)
+    if args.command == "student-release":
+        from grader.release import student_release
+        return student_release(root, args.target.resolve())
+    course._env(root)
+    if args.command == "exercises":
+        course.generate_exercises(root, args.assignments or None)
+        return 0
+    if args.command == "check-exercises":
+        problems = course.stale_exercises(root)
+        for line in problems:
+            print(line)
+        if problems:
+            print("exercises/ is out of date: run `make exercises` and commit the result")
+            return 1
+        print("exercises/ matches solutions/")
+        return 0
+    if args.command == "collect":
+        return course.collect(root, args.assignment, args.archive.resolve())
+    if args.command == "autograde":
+        with sandbox_banner():
+            try:
+                outcomes = autograde(root, args.assignments or None, students=args.student, jobs=args.jobs,
+                                     scheduler=args.scheduler or None, force=args.force)
+            except KeyboardInterrupt:
+                return 130
+        print(summary(outcomes))
+        return 1 if any(not o.ok for o in outcomes) else 0
+    if args.command == "feedback":
+        return course.feedback(root, args.assignments or None)
+    if args.command == "export":
+        return course.export(root, args.to)
+    return 2  # pragma: no cover

@@ -1,0 +1,64 @@
+"""Every nbgrader setting of the course, in one function that ``nbgrader_config.py`` calls.
+
+Layout:  solutions/<assignment>/<assignment>.ipynb   instructor versions (the source; never published)
+         exercises/<assignment>/<assignment>.ipynb   student versions, generated: `make exercises`
+         submitted/<student>/<assignment>/            submissions to grade (`make collect ZIP=...` fills it)
+         autograded/, feedback/, gradebook.db         the grader's state (git-ignored)
+
+The flow, and why each setting is here, is in book/instructors.md.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
+                                    GetGrades, IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec,
+                                    SaveAutoGrades)
+
+from grader.preprocessors import GuardCells, HideHiddenTests, TruncateOutputs
+from grader.sandbox import SandboxedExecute
+
+
+def configure(c) -> None:
+    """Fill the traitlets config ``c`` (``get_config()`` in nbgrader_config.py)."""
+    # The kernels that run hidden tests import grader.checks from the course root.
+    root = str(Path(__file__).resolve().parents[1])
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
+    # ---- where things are
+    c.CourseDirectory.source_directory = "solutions"
+    c.CourseDirectory.release_directory = "exercises"
+    # Files a submission may not bring along: a `lib/` or `grader/` folder or a `torch.py` next to the notebook
+    # would be imported instead of the real ones (the notebook's folder comes first on sys.path).
+    c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
+                                "*.py", "*.so", "*.pth", "lib", "grader", "torch", "torchvision"]
+
+    # ---- how notebooks run: the course's own kernel, generous limits (the full experiments take about two
+    # minutes; under the autograder NBGRADER_EXECUTION is set and they shrink to seconds)
+    c.ExecutePreprocessor.kernel_name = "python3"
+    c.Execute.kernel_name = "python3"
+    c.Execute.timeout = 300           # seconds per cell; then the kernel is interrupted and the cell fails
+    c.Execute.startup_timeout = 120   # seconds for the kernel to start on a loaded machine
+    c.Execute.interrupt_on_timeout = True
+    c.LimitOutput.max_lines = 1000
+    c.LimitOutput.max_traceback = 100
+
+    # ---- grading
+    c.Autograde.create_student = True            # anyone in submitted/ is graded, no roster needed
+    c.OverwriteCells.add_missing_cells = True    # a deleted test cell is put back and run
+    c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+    c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells,
+                                          GuardCells, CheckCellMetadata]
+    # Every kernel that runs a submission starts in the sandbox (grader/sandbox.py); SANDBOX=off turns it off.
+    c.Autograde.autograde_preprocessors = [SandboxedExecute, TruncateOutputs, IgnorePattern, ClearMetadataPreprocessor,
+                                           LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    # ---- feedback: what the student sees, without the hidden tests
+    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+
+    # ---- collecting a zip of downloads: one folder per student, named by the student id, holding the notebook
+    #      (e.g. downloaded/mixed_pooling/archive/all.zip -> all/alice/mixed_pooling.ipynb)
+    c.ZipCollectApp.collector_plugin = "nbgrader.plugins.zipcollect.FileNameCollectorPlugin"
+    c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[^/]+)/(?P<file_id>[^/]+\.ipynb)$"

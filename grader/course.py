@@ -1,0 +1,179 @@
+"""The course directory through nbgrader's Python API: assignments, submissions, the student versions,
+collecting downloads, feedback and the CSV export.
+
+Every function takes the course root (where ``nbgrader_config.py`` is). nbgrader reports failures in its
+log rather than in exit codes, so these read the results through its API and say what happened.
+"""
+from __future__ import annotations
+
+import filecmp
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _single_threaded() -> None:
+    """Autograded notebooks do small pieces of work; one thread per kernel is faster than two on a busy
+    machine (OpenMP threads wait for each other when the cores are shared). AUTOGRADE_THREADS overrides."""
+    os.environ["OMP_NUM_THREADS"] = os.environ.get("AUTOGRADE_THREADS", "1")
+
+
+def _quiet_nbgrader() -> None:
+    """SQLAlchemy's and nbformat's warnings about nbgrader's own internals are noise for the instructor; and
+    nbgrader starts `alembic` and kernels as subprocesses, so the environment's bin must be on PATH."""
+    warnings.filterwarnings("ignore", message=".*not in session.*")
+    warnings.filterwarnings("ignore", message=".*missing an id field.*")
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+def _env(root: Path) -> None:
+    _quiet_nbgrader()
+    os.chdir(root)
+
+
+def _api(root: Path, overrides: dict | None = None):
+    """nbgrader's Python API on the course in ``root``; ``overrides`` are config sections, e.g.
+    ``{"Execute": {"timeout": 60}}``, applied over nbgrader_config.py."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
+    config.merge(Config(overrides or {}))
+    coursedir = CourseDirectory(config=config, root=str(root))
+    return NbGraderAPI(coursedir, config=config)
+
+
+def assignments(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in (root / "solutions").glob("*/*.ipynb") if p.parent.name == p.stem)
+
+
+def _run_app(app_cls, argv: list[str]) -> int:
+    """Run an nbgrader app in-process, as its command line would (returns its exit status)."""
+    app = app_cls.instance()
+    try:
+        app.initialize(argv)
+        app.start()
+    except SystemExit as e:
+        return int(e.code or 0)
+    finally:
+        app_cls.clear_instance()
+    return 0
+
+
+# ---- exercises ------------------------------------------------------------------------------------------
+
+def generate_exercises(root: Path, names: list[str] | None = None) -> None:
+    """`nbgrader generate_assignment` for each assignment: student versions into exercises/."""
+    api = _api(root)
+    for name in names or assignments(root):
+        result = api.generate_assignment(name, force=True, create=True)
+        if not result["success"]:
+            raise SystemExit(f"generate_assignment {name} failed:\n{result.get('log', '')}\n{result.get('error', '')}")
+        print(f"exercises/{name}/ regenerated from solutions/{name}/")
+
+
+def _normalised(path: Path) -> str:
+    return json.dumps(json.loads(path.read_text()), sort_keys=True, indent=1)
+
+
+def stale_exercises(root: Path) -> list[str]:
+    """Regenerate the exercises in a scratch copy of the course and list what differs from exercises/."""
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        shutil.copytree(root / "solutions", scratch / "solutions")
+        shutil.copy(root / "nbgrader_config.py", scratch)
+        here = Path.cwd()
+        try:
+            os.chdir(scratch)
+            generate_exercises(scratch)
+        finally:
+            os.chdir(here)
+        fresh, committed = scratch / "exercises", root / "exercises"
+        fresh_files = {p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()}
+        committed_files = {p.relative_to(committed) for p in committed.rglob("*")
+                           if p.is_file() and ".ipynb_checkpoints" not in p.parts and p.name != ".gitkeep"}
+        for rel in sorted(fresh_files - committed_files):
+            problems.append(f"exercises/{rel} is missing")
+        for rel in sorted(committed_files - fresh_files):
+            problems.append(f"exercises/{rel} has no source in solutions/")
+        for rel in sorted(fresh_files & committed_files):
+            a, b = fresh / rel, committed / rel
+            same = _normalised(a) == _normalised(b) if rel.suffix == ".ipynb" else filecmp.cmp(a, b, shallow=False)
+            if not same:
+                problems.append(f"exercises/{rel} differs from what solutions/ generates")
+    return problems
+
+
+# ---- collecting, feedback, export ---------------------------------------------------------------------
+
+def collect(root: Path, assignment: str, archive: Path) -> int:
+    """Copy a zip of downloads (one folder per student id, holding the notebook) into submitted/."""
+    from nbgrader.apps.zipcollectapp import ZipCollectApp
+
+    target = root / "downloaded" / assignment / "archive"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(archive, target / Path(archive).name)
+    return _run_app(ZipCollectApp, [assignment, "--force", "--log-level=WARN", f"--CourseDirectory.root={root}"])
+
+
+_EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit))(?::\s*(.*))?$")
+
+
+def reason(result: dict) -> str:
+    """The exception that stopped nbgrader, in one line: its class and message, from the log's tracebacks."""
+    text = (result.get("error") or "") + "\n" + (result.get("log") or "")
+    found = [m for m in (_EXCEPTION_LINE.match(line.strip()) for line in text.splitlines()) if m]
+    if not found:
+        return "see nbgrader's log above"
+    name, message = found[-1].group(1), (found[-1].group(2) or "").strip()
+    if name == "NbGraderException" and len(found) > 1:  # the summary; the cause came before it
+        name, message = found[-2].group(1), (found[-2].group(2) or "").strip()
+    return f"{name}: {message}"[:200]
+
+
+def submissions(root: Path, names: list[str] | None = None) -> list[tuple[str, str]]:
+    """(assignment, student) for every folder submitted/<student>/<assignment>/ (all assignments, or ``names``)."""
+    wanted = set(names or assignments(root))
+    found = []
+    for d in sorted((root / "submitted").glob("*/*")):
+        if d.is_dir() and d.name in wanted:
+            found.append((d.name, d.parent.name))
+    return sorted(found)
+
+
+def feedback(root: Path, names: list[str] | None = None) -> int:
+    api = _api(root)
+    failures = 0
+    for assignment in names or assignments(root):
+        result = api.generate_feedback(assignment, force=True)
+        if not result["success"]:
+            failures += 1
+            print(f"feedback for {assignment}: FAILED: {reason(result)}")
+    count = len(list((root / "feedback").glob("*/*/*.html")))
+    print(f"{count} feedback file(s) in feedback/<student>/<assignment>/")
+    return 1 if failures else 0
+
+
+def export(root: Path, to: str = "feedback/grades.csv") -> int:
+    from nbgrader.apps import ExportApp
+
+    target = root / to  # `to` may be absolute
+    target.parent.mkdir(parents=True, exist_ok=True)
+    status = _run_app(ExportApp, [f"--to={target}", "--log-level=WARN", f"--CourseDirectory.root={root}"])
+    if not status:
+        print(f"grades written to {target}")
+    return status
+
+

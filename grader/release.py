@@ -1,0 +1,136 @@
+"""The tree a course publishes to its students: ``make student-release DIR=path``.
+
+The instructor's repository holds the solutions, the hidden tests (in ``solutions/`` and in the gradebook the
+autograder fills from them), the grader and the tests that exercise it; it stays private. The student release
+is what students clone or what Binder builds: the book, ``lib``, the exercises (student versions), the
+committed results, and a Makefile whose ``make book``, ``make lab`` and ``make validate`` need nothing of the
+grader. It is written from the files git tracks, minus:
+
+* ``solutions/`` and ``grader/`` (solutions, references, hidden-case generators, the source scan);
+* ``tests/``, ``benchmarks/``, ``.ci/`` (they grade the reference solutions and attack the grader);
+* the Makefile's instructor targets (between ``#@instructor`` and ``#@end-instructor``), the instructors'
+  ``nbgrader_config.py`` (replaced by one with the students' time limits only), and the README (replaced
+  by one for students).
+
+Before it finishes, it searches every file it wrote for a line of a solution or of a hidden test, and fails
+if it finds one.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+LEFT_OUT = ("solutions/", "grader/", "tests/", "benchmarks/", ".ci/")
+INSTRUCTOR_BLOCK = re.compile(r"^#@instructor\n.*?^#@end-instructor\n", re.S | re.M)
+
+STUDENT_CONFIG = '''"""nbgrader's settings for students: the course's time limits for `make validate` and JupyterLab's Validate button.
+
+Grading happens on the instructor's side; nothing here knows the hidden tests.
+"""
+c = get_config()  # noqa: F821 (provided by traitlets when it runs this file)
+c.Execute.timeout = 300           # seconds per cell
+c.Execute.startup_timeout = 120   # seconds for the kernel to start on a loaded machine
+c.Execute.interrupt_on_timeout = True
+'''
+
+STUDENT_README = '''# CNN Architectures — a measured course (student edition)
+
+```bash
+make book    # set up everything (virtual env, pinned packages, data) and build the book: _build/html/index.html
+make lab     # JupyterLab on the course: the chapters and the exercises, `import lib` from every notebook
+```
+
+Given `python3` (3.11), `python3-venv`, `make` and `git` on Debian/Ubuntu. The first run creates `.venv/`
+from `requirements.txt` + `constraints.txt` and checks the Fashion-MNIST data (see `lib/data.py` for where it
+is looked for).
+
+## Exercises
+
+The graded exercises are in `exercises/<name>/<name>.ipynb`. Solve them in JupyterLab and check yourself:
+
+```bash
+make validate NB=exercises/mixed_pooling/mixed_pooling.ipynb   # runs the visible tests; exits 1 when one fails
+```
+
+Your instructor grades the notebook you submit with further, hidden tests on other cases: write general code,
+not code fitted to the visible examples. The book's page *Exercises* explains the workflow.
+
+## Layout
+
+| path | what |
+|---|---|
+| `book/` | the chapters (notebooks without outputs; the build executes them) |
+| `lib/` | the course's package: `import lib` from anywhere once set up |
+| `exercises/` | the exercises to solve |
+| `results/` | results of the long experiments the chapters load, with their provenance |
+'''
+
+
+def _tracked(root: Path) -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    return [f for f in out.decode().split("\0") if f]
+
+
+def secrets(root: Path) -> set[str]:
+    """Distinctive lines that only the instructor's side holds: solution code and hidden tests (a line that lib
+    also has, such as ``self.relu = nn.ReLU(inplace=True)``, is not a secret; tests/test_release.py checks
+    that no function of lib is a solution's)."""
+    lines = set()
+    for path in sorted((root / "solutions").glob("*/*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"])
+            for region in re.findall(r"### BEGIN (?:SOLUTION|HIDDEN TESTS)\n(.*?)### END (?:SOLUTION|HIDDEN TESTS)",
+                                     source, re.S):
+                lines |= {line.strip() for line in region.splitlines() if len(line.strip()) > 30}
+    exercises = "".join(p.read_text() for p in (root / "exercises").glob("*/*.ipynb"))
+    public = "".join(p.read_text() for p in (root / "lib").rglob("*.py"))  # lib's own layers look alike
+    return {line for line in lines if json.dumps(line)[1:-1] not in exercises  # not given away by the task
+            and line not in public}
+
+
+def leaks(tree: Path, secret: set[str]) -> list[str]:
+    """Files under ``tree`` that contain a secret line, each with the first one found."""
+    found = []
+    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        text = text + "\n" + text.replace('\\"', '"')  # lines as they stand inside a notebook's JSON
+        hit = next((line for line in secret if line in text), None)
+        if hit:
+            found.append(f"{path.relative_to(tree)}: {hit[:80]}")
+    return found
+
+
+def student_release(root: Path, target: Path) -> int:
+    """Write the student release of the course at ``root`` into ``target`` (new, or an empty folder)."""
+    if target.exists() and any(target.iterdir()):
+        print(f"{target} is not empty: give a new or empty folder (the release is written from scratch)")
+        return 2
+    if target.resolve().is_relative_to(root.resolve()):
+        print(f"{target} is inside the course repository: write the release outside it (e.g. ../course-release)")
+        return 2
+    files = [f for f in _tracked(root) if not f.startswith(LEFT_OUT)]
+    for rel in files:
+        dest = target / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, dest)
+    makefile = (root / "Makefile").read_text()
+    if "#@instructor" not in makefile:
+        raise RuntimeError("the Makefile has no #@instructor block: the release cannot strip the instructor targets")
+    (target / "Makefile").write_text(INSTRUCTOR_BLOCK.sub("", makefile))
+    (target / "nbgrader_config.py").write_text(STUDENT_CONFIG)
+    (target / "README.md").write_text(STUDENT_README)
+    found = leaks(target, secrets(root))
+    if found:
+        shutil.rmtree(target)
+        print("the release would publish solution or hidden-test lines; nothing was written:\n  " + "\n  ".join(found))
+        return 1
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    print(f"student release: {len(files)} files, {size / 1e6:.1f} MB in {target} "
+          f"(left out: {', '.join(LEFT_OUT)}; instructor targets, config and README replaced)")
+    return 0

@@ -1,0 +1,145 @@
+"""The one grading function: a submission in, its graded notebooks and scores out, as data.
+
+:func:`grade` runs wherever a grading job runs: in a local worker process (``JOBS=N``) or on a Dask worker
+(``SCHEDULER=tcp://...``), both through the ``concurrent.futures`` interface. It never touches the
+instructor's gradebook. It grades the submission with nbgrader's own ``autograde`` in a private scratch
+course built from the worker's copy of the course (``solutions/``, the config, the sandbox), whose throw-away
+gradebook holds only the assignment's definition; the caller (``grader.autograde``) alone writes the real
+gradebook from what this returns.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.course import REPO
+
+_MEMORY_ERRORS = ("MemoryError", "can't allocate memory", "Cannot allocate memory", "DefaultCPUAllocator")
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a worker needs to grade one submission."""
+    assignment: str
+    student: str
+    files: dict[str, bytes]        # the submission folder: relative path -> content
+    source_sha256: str             # of solutions/<assignment>/: the worker's copy must be the same
+    overrides: dict = field(default_factory=dict)  # nbgrader config sections over nbgrader_config.py
+    env: dict[str, str] = field(default_factory=dict)  # SANDBOX*, AUTOGRADE_THREADS for the worker's kernels
+
+
+@dataclass
+class Result:
+    assignment: str
+    student: str
+    ok: bool
+    seconds: float
+    cpu_seconds: float = 0.0
+    reason: str = ""
+    log: str = ""
+    notebooks: dict[str, str] = field(default_factory=dict)   # notebook name -> autograded notebook (JSON)
+    files: dict[str, bytes] = field(default_factory=dict)     # other files nbgrader put in autograded/
+    disabled_cells: int = 0
+    memory_exceeded: bool = False
+    worker: str = ""
+
+
+def source_sha256(root: Path, assignment: str) -> str:
+    """A digest of the assignment's source folder (what the gradebook's master cells come from)."""
+    h = hashlib.sha256()
+    folder = root / "solutions" / assignment
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".ipynb_checkpoints" not in p.parts):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+_TEMPLATES: dict[tuple[str, str], Path] = {}
+_LOCK = threading.Lock()
+
+
+def _template(root: Path, assignment: str, digest: str) -> Path:
+    """A scratch course whose gradebook holds this assignment's definition (made once per worker process)."""
+    with _LOCK:
+        key = (assignment, digest)
+        if key in _TEMPLATES:
+            return _TEMPLATES[key]
+        from grader.course import _api
+
+        course = Path(tempfile.mkdtemp(prefix=f"grader-template-{assignment}-"))
+        os.symlink(root / "solutions", course / "solutions")
+        shutil.copy(root / "nbgrader_config.py", course)
+        result = _api(course).generate_assignment(assignment, force=True, create=True)
+        if not result["success"]:
+            raise RuntimeError(f"generate_assignment {assignment} failed in the worker: {result.get('error', '')}")
+        _TEMPLATES[key] = course
+        return course
+
+
+def _cpu() -> float:
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def grade(task: Task, root: Path | None = None) -> Result:
+    """Grade one submission (``root``: this worker's copy of the course, default the one it runs from)."""
+    from grader.course import _api, _quiet_nbgrader, reason
+
+    root = Path(root or os.environ.get("GRADER_COURSE_ROOT") or REPO)
+    start, cpu_start = time.perf_counter(), _cpu()
+    result = Result(task.assignment, task.student, False, 0.0, worker=os.uname().nodename + f":{os.getpid()}")
+    if os.environ.get("GRADER_FAULT_EXIT_ON") == task.student:  # fault injection for the retry tests
+        os._exit(17)
+    digest = source_sha256(root, task.assignment)
+    if digest != task.source_sha256:
+        result.reason = (f"this worker's copy of the course ({root}) has another solutions/{task.assignment}/ than the "
+                         f"instructor's: update the worker's copy (git pull) and grade again")
+        result.seconds = time.perf_counter() - start
+        return result
+    _quiet_nbgrader()
+    os.environ.update(task.env)
+    os.environ["OMP_NUM_THREADS"] = os.environ.get("AUTOGRADE_THREADS", "1")
+    template = _template(root, task.assignment, digest)
+    scratch = Path(tempfile.mkdtemp(prefix=f"grader-{task.assignment}-"))
+    try:
+        os.symlink(root / "solutions", scratch / "solutions")
+        shutil.copy(template / "nbgrader_config.py", scratch)
+        shutil.copy(template / "gradebook.db", scratch)
+        folder = scratch / "submitted" / task.student / task.assignment
+        for rel, content in task.files.items():
+            path = (folder / rel).resolve()
+            if not path.is_relative_to(folder.resolve()):
+                raise ValueError(f"a submitted file points outside its folder: {rel}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        out = _api(scratch, task.overrides).autograde(task.assignment, task.student, force=True, create=True)
+        result.log = out.get("log") or ""
+        result.ok = bool(out["success"])
+        result.disabled_cells = result.log.count("Disabling a cell of")
+        graded = scratch / "autograded" / task.student / task.assignment
+        if result.ok:
+            for path in sorted(p for p in graded.rglob("*") if p.is_file()):
+                rel = str(path.relative_to(graded))
+                if path.suffix == ".ipynb" and path.parent == graded:
+                    result.notebooks[path.stem] = path.read_text()
+                else:
+                    result.files[rel] = path.read_bytes()
+            errors = [o.get("evalue", "") + o.get("ename", "") for text in result.notebooks.values()
+                      for c in json.loads(text)["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+            result.memory_exceeded = any(m in e for e in errors for m in _MEMORY_ERRORS)
+        else:
+            result.reason = reason(out)
+    except Exception as e:  # noqa: BLE001 - one submission's failure is reported, never raised into the pool
+        result.ok, result.reason = False, f"{type(e).__name__}: {e}"[:300]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result.seconds = time.perf_counter() - start
+    result.cpu_seconds = _cpu() - cpu_start
+    return result

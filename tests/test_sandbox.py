@@ -1,0 +1,274 @@
+"""The sandbox: every kernel that runs a submission starts inside bubblewrap, out of reach of the gradebook, the
+other students, the solutions, the instructor's files, the network and the grader's processes.
+
+One scratch course is graded once for the module: an honest submission first, then one hostile submission per
+threat, each with code the source guard would not flag (the guard is off here, so that the sandbox alone is
+tested). Each must get a defined outcome, every other student's grade must stay as it was, and nothing outside
+the grader's own output folders may change (the test hashes the course, the instructor's home and /tmp).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from grader import sandbox
+from grader.autograde import autograde
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "nbgrader_fixtures"))
+import submissions as fixtures  # noqa: E402
+
+pytestmark = [pytest.mark.slow]
+A = "mixed_pooling"
+MARKER = "sandbox-test-0e1f"  # in every file the threats try to create, and the sleeping processes' arguments
+
+
+def _require_sandbox():
+    try:
+        sandbox.check()
+    except sandbox.SandboxUnavailable as e:
+        pytest.fail(f"the sandbox cannot run on this machine, and the course refuses to grade without it: {e}")
+
+
+def _hash_tree(*roots: Path, skip: tuple[str, ...] = (), shallow: tuple[Path, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under ``roots`` (only the top level of those in ``shallow``)."""
+    out = {}
+    for root in roots:
+        files = root.glob("*") if root in shallow else root.rglob("*")
+        for path in sorted(files) if root.is_dir() else []:
+            rel = str(path)
+            if any(s in rel for s in skip) or not path.is_file() or path.is_symlink():
+                continue
+            try:
+                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError:
+                continue
+    return out
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that records whatever connects to it."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.received: list[bytes] = []
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    self.received.append(conn.recv(1024) or b"(connected)")
+                except OSError:
+                    self.received.append(b"(connected)")
+
+    def close(self):
+        self.stop = True
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def _threats(course: fixtures.Course, root: Path, home_secret: Path, port: int) -> dict[str, str]:
+    """name -> the code of the cell it inserts after MixedPool2d (its answer is right: five points otherwise)."""
+    gradebook = root / "gradebook.db"
+    other = root / "submitted" / "honest" / A / f"{A}.ipynb"
+    return {
+        "rewrites-gradebook": f"import sqlite3\ndb = sqlite3.connect({str(gradebook)!r})\n"
+                              "db.execute('UPDATE grade SET manual_score = 0')\ndb.commit()",
+        "reads-others": "for p in [" + ", ".join(repr(str(p)) for p in (other, root / "solutions" / A / f"{A}.ipynb",
+                                                                          home_secret)) + "]:\n"
+                        "    print(open(p).read()[:2000])",
+        "writes-outside": "import numpy as np\nfor p in [" + ", ".join(repr(str(p)) for p in (
+            root / f"{MARKER}.txt", other, root / "solutions" / A / f"{A}.ipynb", Path("/tmp") / f"{MARKER}.txt")) + "]:\n"
+                          f"    np.savetxt(p, [1.0], header={MARKER!r})",
+        "connects-out": f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=3)\n"
+                        f"s.sendall(b'{MARKER}')",
+        "kills-parent": "import os\ngetattr(os, 'ki' + 'll')(os.getppid(), 9)",
+        "leaves-process": "import subprocess\nsubprocess.Popen(['sleep', '4242'], start_new_session=True)",
+        "exceeds-memory": "import torch\nbig = torch.ones(6 * 2**30, dtype=torch.uint8)  # 6 GiB\nprint(big.sum())",
+        "many-processes": "import subprocess\nprocs = [subprocess.Popen(['sleep', '30']) for _ in range(500)]",
+    }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    _require_sandbox()
+    base = tmp_path_factory.mktemp("sandboxed")
+    root = fixtures.make_course(base / "course", cell_timeout=60)
+    home_secret = Path.home() / f".{MARKER}-secret.txt"
+    home_secret.write_text(f"the instructor's private notes {MARKER}")
+    listener = Listener()
+    course = fixtures.Course(root)
+    try:
+        honest = fixtures.Submission("honest", A, "an honest student", course.solved(A))
+        honest.write(root / "submitted")
+        first = autograde(root, students=["honest"], jobs=1, quiet=True)
+        assert first[0].ok and first[0].auto == fixtures.full_marks(A)
+        from nbgrader.api import Gradebook
+        with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:  # the instructor grades the essay by hand
+            for nb in gb.find_submission(A, "honest").notebooks:
+                for g in nb.grades:
+                    if g.cell.cell_type == "markdown":
+                        g.manual_score = g.max_score
+            gb.db.commit()
+        before_grades = _grades(root)
+        threats = _threats(course, root, home_secret, listener.port)
+        for name, code in threats.items():
+            nb = fixtures._insert_after(course.solved(A, {"mixed_pool"}), "mixed_pool", code, "threat")
+            fixtures.Submission(name, A, name, nb).write(root / "submitted")
+        watched = (root, Path.home(), Path("/tmp"))
+        skip = ("/autograded/", "/feedback/", "gradebook.db", ".autograde-state", "/.jupyter", "pytest-of-",
+                "grader-", "/.cache/", "/.local/", "__pycache__", "/.ipython/", "/.config/matplotlib", "torch_")
+        before_files = _hash_tree(*watched, skip=skip, shallow=watched[1:])
+        start = time.time()
+        outcomes = {o.student: o for o in autograde(root, students=list(threats), jobs=2, quiet=True,
+                                                     overrides={"GuardCells": {"enabled": False}})}
+        seconds = time.time() - start
+        time.sleep(1)
+        after_files = _hash_tree(*watched, skip=skip, shallow=watched[1:])
+        yield {"root": root, "outcomes": outcomes, "before_grades": before_grades, "after_grades": _grades(root),
+               "before_files": before_files, "after_files": after_files, "listener": listener,
+               "home_secret": home_secret, "seconds": seconds}
+    finally:
+        listener.close()
+        home_secret.unlink(missing_ok=True)
+
+
+def _grades(root: Path) -> dict:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        return {(a.name, s.student.id, g.name): (g.auto_score, g.manual_score)
+                for a in gb.assignments for s in a.submissions for nb in s.notebooks for g in nb.grades}
+
+
+FIVE = fixtures.deserved(A, {"mixed_pool"})
+
+
+def _errors(root: Path, student: str) -> list[str]:
+    nb = json.loads((root / "autograded" / student / A / f"{A}.ipynb").read_text())
+    return [o["ename"] + ": " + o["evalue"] for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+
+
+def test_every_threat_has_a_defined_outcome(graded):
+    outcomes = graded["outcomes"]
+    assert set(outcomes) == {"rewrites-gradebook", "reads-others", "writes-outside", "connects-out", "kills-parent",
+                             "leaves-process", "exceeds-memory", "many-processes"}
+    for name in ("rewrites-gradebook", "reads-others", "writes-outside", "connects-out", "kills-parent",
+                 "leaves-process", "many-processes"):
+        o = outcomes[name]
+        assert o.ok and o.auto == FIVE, f"{name}: {o.reason or o.auto}"  # its right answer still counts
+    memory = outcomes["exceeds-memory"]
+    assert not memory.ok and "memory" in memory.reason and "4 GiB" in memory.reason
+
+
+def test_the_gradebook_is_out_of_reach(graded):
+    errors = _errors(graded["root"], "rewrites-gradebook")
+    assert any("OperationalError" in e for e in errors), errors
+    assert {k: v for k, v in graded["after_grades"].items() if k[1] == "honest"} == \
+        {k: v for k, v in graded["before_grades"].items() if k[1] == "honest"}, "the honest student's grades changed"
+
+
+def test_other_students_solutions_and_home_are_not_readable(graded):
+    errors = _errors(graded["root"], "reads-others")
+    assert any("FileNotFoundError" in e for e in errors), errors
+    text = (graded["root"] / "autograded" / "reads-others" / A / f"{A}.ipynb").read_text()
+    assert "instructor's private notes" not in text and "BEGIN SOLUTION" not in text
+
+
+def test_nothing_outside_its_folder_changes(graded):
+    before, after = graded["before_files"], graded["after_files"]
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, f"files outside the graded folders changed: {changed[:10]}"
+    assert not (Path("/tmp") / f"{MARKER}.txt").exists() and not (graded["root"] / f"{MARKER}.txt").exists()
+    assert any("Error" in e for e in _errors(graded["root"], "writes-outside"))
+
+
+def test_no_network(graded):
+    assert graded["listener"].received == [], "a submission reached a listener on 127.0.0.1"
+    assert any("ConnectionRefusedError" in e or "OSError" in e for e in _errors(graded["root"], "connects-out"))
+
+
+def test_the_grader_cannot_be_signalled(graded):
+    """Its parent inside the sandbox is the sandbox's init, owned by root: the kill fails, the run goes on."""
+    assert any("PermissionError" in e for e in _errors(graded["root"], "kills-parent"))
+    assert len(graded["outcomes"]) == 8, "every submission after it was graded"
+
+
+def test_no_process_outlives_its_kernel(graded):
+    leftover = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args[:1] == [b"sleep"] and len(args) > 1 and args[1] in (b"30", b"4242"):
+            leftover.append(cmdline.parent.name)
+    assert not leftover, f"processes started by submissions are still running: {leftover}"
+
+
+def test_the_process_limit_holds(graded):
+    errors = _errors(graded["root"], "many-processes")
+    assert any("BlockingIOError" in e or "Resource temporarily unavailable" in e for e in errors), errors
+
+
+def test_limits_and_command_line(monkeypatch, tmp_path):
+    assert sandbox.parse_size("4G") == 4 << 30 and sandbox.parse_size("512M") == 512 << 20
+    with pytest.raises(ValueError, match="is not a size"):
+        sandbox.parse_size("lots")
+    monkeypatch.setenv("SANDBOX_MEMORY", "6G")
+    assert sandbox.Limits.from_env().memory == 6 << 30
+    box = sandbox.Sandbox(tmp_path, tmp_path, sandbox.Limits.from_env())
+    line = box.describe()
+    for flag in ("--unshare-net", "--unshare-pid", "--die-with-parent", "--new-session", "--clearenv",
+                 f"--data={6 << 30}", "--ro-bind /usr /usr", "/opt/grader/grader/checks"):
+        assert flag in line, flag
+    root = Path(__file__).resolve().parents[1]
+    for secret in ("solutions", "gradebook.db", "submitted", "grader/cli.py", str(Path.home()) + " "):
+        assert f"{root / secret}" not in line and f"--ro-bind {secret}" not in line
+
+
+def test_no_sandbox_means_a_message_that_names_the_fix(monkeypatch):
+    monkeypatch.setattr(sandbox, "_CHECKED", {})
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+        sandbox.check()
+    monkeypatch.setenv("SANDBOX", "off")
+    assert not sandbox.enabled()
+
+
+def test_sandbox_off_is_announced_before_and_after(capsys, monkeypatch):
+    from grader.cli import sandbox_banner
+
+    monkeypatch.setenv("SANDBOX", "off")
+    with sandbox_banner():
+        print("grading")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("!!! SANDBOX=off") and out[1] == "grading" and out[2].startswith("!!! SANDBOX=off")
+
+
+def test_a_missing_sandbox_stops_autograde(monkeypatch):
+    from grader.cli import sandbox_banner
+
+    monkeypatch.setattr(sandbox, "_CHECKED", {"error": "bwrap not found: install bubblewrap"})
+    with pytest.raises(SystemExit, match="cannot run here: bwrap not found"):
+        with sandbox_banner():
+            pass
