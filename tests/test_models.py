@@ -8,6 +8,7 @@ assign=True)``, so both share one copy. Full 224x224 comparisons, one per family
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 import random
 
@@ -17,7 +18,11 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.models import _utils as tv_utils
+from torchvision.models import convnext as tv_convnext
+from torchvision.models import densenet as tv_densenet
 from torchvision.models import efficientnet as tv_efficientnet
+from torchvision.models import mobilenetv2 as tv_mobilenetv2
+from torchvision.models import mobilenetv3 as tv_mobilenetv3
 from torchvision.models import resnet as tv_resnet
 from torchvision.models import vision_transformer as tv_vit
 from torchvision.ops import misc as tv_misc
@@ -28,6 +33,7 @@ from lib.models.efficientnet import B0_STAGES, SCALINGS, compound_scale
 from lib.models.resnet import ResNet
 from lib.models.vit import attention_maps
 
+tv_googlenet = importlib.import_module("torchvision.models.googlenet")  # the module, not the builder of that name
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -329,6 +335,60 @@ def test_mbconv_equals_torchvision(rng):
     theirs = tv_efficientnet.MBConv(cnf, 0.0, nn.BatchNorm2d)
     _same(mine, theirs, torch.randn(2, c_in, 10, 10))
     assert mine.use_res_connect == theirs.use_res_connect
+
+
+@pytest.mark.parametrize("rng", _configs(6, 6))
+def test_inception_blocks_equal_torchvision(rng):
+    c_in, size, classes = rng.randint(1, 16), rng.randint(4, 12), rng.randint(2, 9)
+    widths = {k: rng.randint(1, 8) for k in ("c1x1", "c3x3_reduce", "c3x3", "c5x5_reduce", "c5x5", "pool_proj")}
+    x = torch.randn(2, c_in, size, size)
+    mine = blocks.Inception(c_in, **widths, k5x5=3)
+    _same(mine, tv_googlenet.Inception(c_in, *widths.values()), x)
+    assert mine(x).shape[1] == mine.out_channels == sum(widths[k] for k in ("c1x1", "c3x3", "c5x5", "pool_proj"))
+    assert blocks.Inception(c_in, **widths).branch3[1].conv.kernel_size == (5, 5)  # the paper's, by default
+    _same(blocks.InceptionAux(c_in, classes), tv_googlenet.InceptionAux(c_in, classes), x)
+    k, s, p = rng.choice([1, 3, 7]), rng.choice([1, 2]), rng.randint(0, 3)
+    _same(blocks.BasicConv2d(c_in, 5, k, s, p), tv_googlenet.BasicConv2d(c_in, 5, kernel_size=k, stride=s, padding=p),
+          x, train=rng.random() < 0.5)
+
+
+@pytest.mark.parametrize("rng", _configs(6, 7))
+def test_dense_blocks_equal_torchvision(rng):
+    c_in, k, bn_size, n = rng.randint(2, 16), rng.randint(1, 8), rng.choice([1, 2, 4]), rng.randint(1, 4)
+    x = torch.randn(2, c_in, rng.randint(2, 9), rng.randint(2, 9))
+    train = rng.random() < 0.5
+    _same(blocks.DenseLayer(c_in, k, bn_size=bn_size), tv_densenet._DenseLayer(c_in, k, bn_size, 0.0), x, train)
+    block = blocks.DenseBlock(n, c_in, k, bn_size=bn_size)
+    _same(block, tv_densenet._DenseBlock(n, c_in, bn_size, k, 0.0), x, train)
+    assert block(x).shape[1] == block.out_channels == c_in + n * k
+    _same(blocks.Transition(c_in, c_in // 2 + 1), tv_densenet._Transition(c_in, c_in // 2 + 1), x, train)
+
+
+@pytest.mark.parametrize("rng", _configs(8, 8))
+def test_mobilenet_blocks_equal_torchvision(rng):
+    c_in, s = 8 * rng.randint(1, 3), rng.choice([1, 2])
+    c_out = c_in if rng.random() < 0.5 else 8 * rng.randint(1, 3)
+    x = torch.randn(2, c_in, rng.randint(5, 11), rng.randint(5, 11))
+    t = rng.choice([1, 3, 6])
+    mine = blocks.InvertedResidual(c_in, c_out, s, expand_ratio=t)
+    theirs = tv_mobilenetv2.InvertedResidual(c_in, c_out, s, t)
+    _same(mine, theirs, x)
+    assert mine.use_res_connect == theirs.use_res_connect
+    expanded, kernel, se, nl = 8 * rng.randint(1, 6), rng.choice([3, 5]), rng.random() < 0.5, rng.choice(["RE", "HS"])
+    norm = functools.partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+    mine = blocks.InvertedResidualV3(c_in, c_out, s, expanded=expanded, kernel_size=kernel, use_se=se,
+                                     act=nn.Hardswish if nl == "HS" else nn.ReLU, norm=norm)
+    cnf = tv_mobilenetv3.InvertedResidualConfig(c_in, kernel, expanded, c_out, se, nl, s, 1, 1.0)
+    _same(mine, tv_mobilenetv3.InvertedResidual(cnf, norm), x)
+
+
+@pytest.mark.parametrize("rng", _configs(6, 9))
+def test_convnext_blocks_equal_torchvision(rng):
+    dim, size = 4 * rng.randint(1, 8), rng.randint(1, 10)
+    x = torch.randn(2, dim, size, size + rng.randint(0, 3))
+    _same(blocks.ConvNeXtBlock(dim), tv_convnext.CNBlock(dim, 1e-6, 0.0), x)
+    _same(blocks.LayerNorm2d(dim, eps=1e-6), tv_convnext.LayerNorm2d(dim, eps=1e-6), x)
+    assert blocks.ConvNeXtBlock(dim, layer_scale=1e-6).layer_scale.eq(1e-6).all()
 
 
 @pytest.mark.parametrize("rng", _configs(8, 4))
