@@ -1,10 +1,19 @@
-"""Model families, one file each; shared blocks live in ``blocks.py``; ``build(name)`` reaches them all."""
+"""Model families, one file each; shared blocks live in ``blocks.py``; ``build(name)`` reaches them all.
+
+Importing ``lib.models`` imports every family, and each family registers its builders in
+``lib.models.registry`` (``@register_model``), so ``MODELS``, ``TORCHVISION_TWINS`` and ``SMALL_ONLY``
+list them all. A new family is a new file, imported here, and its tests.
+
+Every model has ``stages()``: an ordered dict ``name -> module``, stem to ``"head"``, whose modules run in
+order are the model and own every parameter once (the contract is in ``lib.models.registry``).
+"""
 from __future__ import annotations
 
+from lib.models.registry import (MODELS, SMALL_ONLY, TORCHVISION_TWINS, build, default_input_size,
+                                 register_model)
 from lib.models.efficientnet import (EfficientNet, efficientnet_b0, efficientnet_b1, efficientnet_b2,
                                      efficientnet_b3, efficientnet_b4, efficientnet_b5, efficientnet_b6,
                                      efficientnet_b7)
-from lib.models.registry import MODELS, SMALL_ONLY, TORCHVISION_TWINS, build, default_input_size
 from lib.models.resnet import (ResNet, resnet18, resnet20, resnet32, resnet34, resnet44, resnet50, resnet56,
                                resnet101, resnet110, resnet152)
 from lib.models.simple import SimpleCNN, simple_cnn
@@ -12,7 +21,7 @@ from lib.models.vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_b
 from lib.models.vit import VisionTransformer, attention_maps, vit_b_16, vit_b_32, vit_l_16, vit_small_28, vit_tiny_28
 
 __all__ = [
-    "MODELS", "TORCHVISION_TWINS", "SMALL_ONLY", "build", "default_input_size",
+    "MODELS", "TORCHVISION_TWINS", "SMALL_ONLY", "build", "default_input_size", "register_model",
     "SimpleCNN", "simple_cnn",
     "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
     "ResNet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
