@@ -10,10 +10,12 @@ from torch import nn
 
 from lib.models import TORCHVISION_TWINS, build
 
-# Builder keywords both sides get, by model.
-TWIN_KWARGS: dict[str, dict] = {}
-# The keywords that build the models torchvision's weights (and their num_params) describe, by model.
-WEIGHTS_KWARGS: dict[str, dict] = {}
+# Builder keywords both sides get: torchvision's GoogLeNet warns unless init_weights is given (its default
+# for a model without weights is True, as lib's).
+TWIN_KWARGS: dict[str, dict] = {"googlenet": {"init_weights": True}}
+# The models that torchvision's weights (and their num_params) describe: its GoogLeNet weights come without
+# the auxiliary classifiers (torchvision drops them after loading the file).
+WEIGHTS_KWARGS: dict[str, dict] = {"googlenet": {"aux_logits": False}}
 
 
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -30,7 +30,7 @@ from torchvision.models import resnet as tv_resnet
 from torchvision.models import vision_transformer as tv_vit
 from torchvision.ops import misc as tv_misc
 
-from lib.models import MODELS, SMALL_ONLY, TORCHVISION_TWINS, build, default_input_size, registry
+from lib.models import MODELS, SMALL_ONLY, TORCHVISION_TWINS, GoogLeNetOutputs, build, default_input_size, registry
 from lib.models import blocks
 from lib.models.efficientnet import B0_STAGES, SCALINGS, compound_scale
 from lib.models.resnet import ResNet
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 tv_googlenet = importlib.import_module("torchvision.models.googlenet")  # the module, not the builder of that name
 
 # The largest models (and their small forms): their comparisons take seconds each.
-SLOW = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "vit_l_16"}
+SLOW = {"efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "vit_l_16", "convnext_base", "convnext_large"}
 
 
 def _params_of(names, slow=SLOW):
@@ -55,7 +55,7 @@ TWINS = _params_of(TORCHVISION_TWINS)
 # ---------------------------------------------------------------------------------------------
 def _small_check(name: str) -> tuple[dict, int]:
     """Builder kwargs and image size for a quick comparison (VGG's adaptive pooling takes 32x32; a ViT
-    must be built for the size it is fed)."""
+    must be built for the size it is fed; AlexNet needs 63x63)."""
     if name.startswith("vgg"):
         return {}, 32
     if name.startswith("vit"):
@@ -72,17 +72,19 @@ def test_logits_match_torchvision(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["vgg16_bn", "resnet50", "efficientnet_b0", "vit_b_16"])
+@pytest.mark.parametrize("name", ["alexnet", "vgg16_bn", "googlenet", "resnet50", "densenet121", "mobilenet_v2",
+                                  "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny", "vit_b_16"])
 def test_logits_match_torchvision_at_224(name):
     lib, tv = twins(name)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     assert max_logit_diff(lib, tv, x) <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet18", "efficientnet_b0", "vit_b_32"])
+@pytest.mark.parametrize("name", ["alexnet", "googlenet", "densenet121", "mobilenet_v3_small", "convnext_tiny",
+                                  "efficientnet_b0", "vit_b_32"])
 def test_training_mode_outputs_match_torchvision(name):
-    """Dropout, stochastic depth and batch statistics: in training mode the same random draws (same seed,
-    same order of draws) give the same outputs."""
+    """Dropout, stochastic depth, batch statistics and GoogLeNet's auxiliary classifiers: in training mode
+    the same random draws (same seed, same order of draws) give the same outputs."""
     kwargs, size = _small_check(name)
     lib, tv = twins(name, **kwargs)
     x = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(3))
@@ -91,13 +93,27 @@ def test_training_mode_outputs_match_torchvision(name):
         torch.manual_seed(7)
         out = model.train()(x)
         outs.append(tuple(out) if isinstance(out, tuple) else (out,))
-    assert len(outs[0]) == len(outs[1]) == 1
+    assert len(outs[0]) == len(outs[1]) == (3 if name == "googlenet" else 1)  # logits, aux_logits2, aux_logits1
     for a, b in zip(*outs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kwargs", [{"aux_logits": False}, {"transform_input": True}, {"aux_logits": False,
+                                                                                       "transform_input": True}])
+def test_googlenet_options_match_torchvision(kwargs):
+    lib, tv = twins("googlenet", **kwargs)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    assert max_logit_diff(lib, tv, x) <= 1e-4
+    assert (lib.aux1 is None) == (tv.aux1 is None) == (not kwargs.get("aux_logits", True))
+    lib.train(), tv.train()
+    with torch.no_grad():
+        out = lib(x)
+    assert isinstance(out, GoogLeNetOutputs) == isinstance(tv(x), tuple) == kwargs.get("aux_logits", True)
+
+
 @pytest.mark.parametrize("name, kwargs, size", [
-    ("resnet18", {}, 64), ("efficientnet_b0", {}, 64), ("vit_b_32", {"image_size": 64}, 64)])
+    ("resnet18", {}, 64), ("efficientnet_b0", {}, 64), ("vit_b_32", {"image_size": 64}, 64),
+    ("googlenet", {"init_weights": True}, 64), ("mobilenet_v3_small", {}, 64), ("densenet121", {}, 64)])
 def test_torchvision_state_dict_loads_into_an_initialised_model(name, kwargs, size):
     torch.manual_seed(0)
     tv = randomize_(torchvision.models.get_model(name, **kwargs)).eval()
@@ -123,8 +139,18 @@ def test_parameter_count_equals_torchvision_metadata(name):
     assert _params(model) == weights.meta["num_params"]
 
 
+def test_googlenet_auxiliary_classifiers_add_what_torchvision_adds():
+    with torch.device("meta"):
+        ours, theirs = build("googlenet"), torchvision.models.googlenet(init_weights=True)
+        without = build("googlenet", aux_logits=False)
+    assert _params(ours) == _params(theirs) == 13_004_888
+    assert _params(ours) - _params(without) == _params(ours.aux1) + _params(ours.aux2)
+
+
 @pytest.mark.parametrize("name, count", [
-    ("vgg16", 138_357_544), ("resnet50", 25_557_032), ("efficientnet_b0", 5_288_548), ("vit_b_16", 86_567_656)])
+    ("alexnet", 61_100_840), ("vgg16", 138_357_544), ("resnet50", 25_557_032), ("densenet121", 7_978_856),
+    ("mobilenet_v2", 3_504_872), ("mobilenet_v3_small", 2_542_856), ("efficientnet_b0", 5_288_548),
+    ("convnext_tiny", 28_589_128), ("vit_b_16", 86_567_656)])
 def test_parameter_count_pinned(name, count):
     with torch.device("meta"):
         assert _params(build(name)) == count
@@ -160,8 +186,8 @@ def _meta(name: str, **kwargs) -> nn.Module:
 
 @pytest.mark.parametrize("name", REGISTRY)
 def test_registry_small_form_trains(name):
-    """The small-input form: output shape, finite outputs and a gradient for every parameter (if a model returns
-    several logits in training mode, their losses are added)."""
+    """The small-input form: output shape, finite outputs and a gradient for every parameter (GoogLeNet's
+    auxiliary classifiers included: in training mode their logits come too, and their losses are added)."""
     torch.manual_seed(0)
     c, h, w = default_input_size(name, small_input=True)
     model = build(name, num_classes=7, small_input=True).train()
@@ -202,6 +228,14 @@ def test_stage_names_follow_the_papers():
     expected = {
         "resnet18": ["stem", "layer1", "layer2", "layer3", "layer4", "head"],
         "vgg16": ["conv1", "conv2", "conv3", "conv4", "conv5", "head"],
+        "alexnet": ["conv1", "conv2", "conv3", "conv4", "conv5", "head"],
+        "googlenet": ["stem", "inception3", "inception4", "inception5", "head"],
+        "densenet121": ["stem", "denseblock1", "transition1", "denseblock2", "transition2", "denseblock3",
+                        "transition3", "denseblock4", "head"],
+        "mobilenet_v2": ["stem", *(f"stage{i}" for i in range(1, 8)), "last_conv", "head"],
+        "mobilenet_v3_large": ["stem", *(f"stage{i}" for i in range(1, 6)), "last_conv", "head"],
+        "mobilenet_v3_small": ["stem", *(f"stage{i}" for i in range(1, 5)), "last_conv", "head"],
+        "convnext_tiny": ["stem", "stage1", "stage2", "stage3", "stage4", "head"],
         "efficientnet_b0": ["stem", *(f"features.{i}" for i in range(1, 9)), "head"],
         "vit_b_16": ["embedding", *(f"encoder_layer_{i}" for i in range(12)), "head"],
         "simple_cnn": ["stage1", "stage2", "stage3", "head"],
@@ -209,6 +243,22 @@ def test_stage_names_follow_the_papers():
     for name, names in expected.items():
         assert list(_meta(name).stages()) == names, name
         assert list(_meta(name, small_input=True).stages()) == names, f"{name}, small form"
+
+
+@pytest.mark.parametrize("name, shapes", [
+    ("googlenet", [(192, 28), (480, 14), (832, 7), (1024, 7)]),
+    ("densenet121", [(64, 56), (256, 56), (128, 28), (512, 28), (256, 14), (1024, 14), (512, 7), (1024, 7)]),
+    ("mobilenet_v3_large", [(16, 112), (16, 112), (24, 56), (40, 28), (112, 14), (160, 7), (960, 7)]),
+    ("convnext_tiny", [(96, 56), (96, 56), (192, 28), (384, 14), (768, 7)]),
+    ("alexnet", [(64, 27), (192, 13), (384, 13), (256, 13), (256, 6)])])
+def test_stage_output_shapes_at_224_are_the_papers(name, shapes):
+    with torch.device("meta"):
+        x = torch.empty(1, 3, 224, 224)
+        got = []
+        for stage, module in list(build(name).eval().stages().items())[:-1]:
+            x = module(x)
+            got.append((x.shape[1], x.shape[2]))
+    assert got == shapes
 
 
 CNN_SMALL = [n for n in MODELS if not n.startswith("vit")]
@@ -226,7 +276,8 @@ def test_small_cnn_forms_take_fashion_mnist_and_cifar_images(name, channels, siz
 
 
 @pytest.mark.parametrize("name, side", [  # the last feature map of a 32x32 image
-    ("resnet18", 4), ("vgg16", 2), ("efficientnet_b0", 2), ("resnet20", 8), ("simple_cnn", 8)])
+    ("resnet18", 4), ("vgg16", 2), ("alexnet", 3), ("googlenet", 4), ("densenet121", 4), ("mobilenet_v2", 2),
+    ("mobilenet_v3_small", 2), ("efficientnet_b0", 2), ("convnext_tiny", 2), ("resnet20", 8), ("simple_cnn", 8)])
 def test_small_forms_keep_the_image_documented(name, side):
     with torch.device("meta"):
         assert build(name, small_input=True).forward_features(torch.empty(1, 3 if name != "simple_cnn" else 1,
@@ -244,14 +295,17 @@ def test_small_vits_take_fashion_mnist_and_cifar_images(name):
 
 
 @pytest.mark.parametrize("name, shape", [
-    ("vgg16", (512, 7, 7)), ("resnet50", (2048, 7, 7)), ("efficientnet_b0", (1280, 7, 7)), ("vit_b_16", (197, 768))])
+    ("alexnet", (256, 6, 6)), ("vgg16", (512, 7, 7)), ("googlenet", (1024, 7, 7)), ("resnet50", (2048, 7, 7)),
+    ("densenet161", (2208, 7, 7)), ("mobilenet_v2", (1280, 7, 7)), ("mobilenet_v3_small", (576, 7, 7)),
+    ("efficientnet_b0", (1280, 7, 7)), ("convnext_base", (1024, 7, 7)), ("vit_b_16", (197, 768))])
 def test_forward_features_shape_at_224(name, shape):
     with torch.device("meta"):
         model = build(name)
         assert model.forward_features(torch.empty(1, 3, 224, 224)).shape == (1, *shape)
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet20", "efficientnet_b0", "vit_tiny_28", "simple_cnn"])
+@pytest.mark.parametrize("name", ["alexnet", "googlenet", "densenet121", "mobilenet_v3_small", "convnext_tiny",
+                                  "resnet20", "vit_tiny_28", "simple_cnn"])
 def test_a_seed_fixes_the_initial_weights(name):
     """Two models built separately under one seed are equal; another seed gives other weights."""
     def weights(seed):
@@ -263,10 +317,10 @@ def test_a_seed_fixes_the_initial_weights(name):
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet18", "efficientnet_b0"])
+@pytest.mark.parametrize("name", ["alexnet", "googlenet", "densenet121", "mobilenet_v2", "convnext_tiny", "vgg11"])
 def test_training_mode_differs_from_eval_mode_where_dropout_or_statistics_act(name):
     torch.manual_seed(0)
-    model = randomize_(build(name, small_input=True))
+    model = randomize_(build(name, small_input=True, **({"drop_rate": 0.2} if name.startswith("dense") else {})))
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         train_out = model.train()(x)
@@ -297,7 +351,8 @@ def test_twins_are_named_like_torchvision_and_have_its_architecture():
 
 
 def test_every_family_registers_itself():
-    families = {"vgg11", "resnet18", "resnet20", "efficientnet_b0", "vit_b_16", "vit_tiny_28", "simple_cnn"}
+    families = {"alexnet", "vgg11", "googlenet", "resnet18", "resnet20", "densenet121", "mobilenet_v2",
+                "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "vit_b_16", "vit_tiny_28", "simple_cnn"}
     assert families <= set(MODELS)
     assert set(SMALL_ONLY) == {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "vit_tiny_28",
                                "vit_small_28", "simple_cnn"}
@@ -325,9 +380,9 @@ def test_register_model_adds_a_builder_and_refuses_a_clash(monkeypatch):
 
 
 def test_default_input_sizes():
-    assert default_input_size("resnet50") == (3, 224, 224) == default_input_size("vgg19")
+    assert default_input_size("resnet50") == (3, 224, 224) == default_input_size("convnext_large")
     assert default_input_size("efficientnet_b7") == (3, 600, 600)
-    assert default_input_size("resnet50", small_input=True) == (3, 32, 32)
+    assert default_input_size("googlenet", small_input=True) == (3, 32, 32)
     assert default_input_size("vit_tiny_28") == (1, 28, 28) == default_input_size("simple_cnn", small_input=True)
     with pytest.raises(KeyError, match="unknown model"):
         default_input_size("resnet51")
@@ -336,7 +391,8 @@ def test_default_input_sizes():
 # ---------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------
-FAMILY_SAMPLES = ["vgg11", "resnet18", "resnet20", "efficientnet_b0", "vit_b_32", "vit_tiny_28", "simple_cnn"]
+FAMILY_SAMPLES = ["alexnet", "vgg11", "googlenet", "resnet18", "resnet20", "densenet121", "mobilenet_v3_small",
+                  "efficientnet_b0", "convnext_tiny", "vit_b_32", "vit_tiny_28", "simple_cnn"]
 
 
 @pytest.mark.parametrize("name", FAMILY_SAMPLES)
@@ -374,7 +430,10 @@ def test_vit_wrong_image_size_says_what_it_was_built_for():
 def test_min_size_is_the_downsampling_factor():
     for name, small, m in [("vgg16", False, 32), ("vgg16", True, 16), ("resnet50", False, 32),
                            ("resnet50", True, 8), ("resnet20", True, 4), ("efficientnet_b3", False, 32),
-                           ("efficientnet_b3", True, 16)]:
+                           ("efficientnet_b3", True, 16), ("googlenet", False, 32), ("googlenet", True, 8),
+                           ("densenet121", False, 32), ("densenet121", True, 8), ("mobilenet_v2", False, 32),
+                           ("mobilenet_v3_small", True, 16), ("convnext_tiny", False, 32), ("convnext_tiny", True, 16),
+                           ("alexnet", False, 63), ("alexnet", True, 15)]:
         assert _meta(name, small_input=small).min_size == m, (name, small)
 
 
@@ -387,6 +446,9 @@ def test_the_smallest_accepted_image_runs_and_one_pixel_less_is_refused(name):
             assert model(torch.empty(1, c, m, m)).shape == (1, 10 if name in SMALL_ONLY else 1000)
             with pytest.raises(ValueError, match=f"at least {m}x{m}"):
                 model(torch.empty(1, c, m - 1, m - 1))
+    if name == "alexnet":  # torchvision's AlexNet needs the same 63 pixels: one less and its pooling fails
+        with torch.device("meta"), pytest.raises(RuntimeError):
+            torchvision.models.alexnet()(torch.empty(1, 3, 62, 62))
 
 
 def test_build_unknown_name_lists_the_models():
@@ -404,6 +466,11 @@ def test_builders_are_keyword_only():
     for name, builder in MODELS.items():
         with pytest.raises(TypeError):
             builder(10)
+
+
+def test_googlenet_transform_input_needs_rgb():
+    with pytest.raises(ValueError, match="transform_input"):
+        build("googlenet", in_channels=1, transform_input=True)
 
 
 # ---------------------------------------------------------------------------------------------
