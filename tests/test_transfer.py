@@ -25,12 +25,7 @@ SMALL = {"resnet20": {}, "resnet18": {"small_input": True}, "efficientnet_b0": {
          "mobilenet_v3_small": {"small_input": True}, "convnext_tiny": {"small_input": True}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def batch(model: nn.Module, n: int = 4) -> torch.Tensor:
