@@ -36,12 +36,6 @@ def expect_rank(x: torch.Tensor, rank: int, name: str, layout: str) -> torch.Ten
     return x
 
 
-def expect_channels(x: torch.Tensor, channels: int, name: str, dim: int = 1) -> torch.Tensor:
-    if x.shape[dim] != channels:
-        raise ValueError(f"{name} has {x.shape[dim]} channels (shape {shape_str(x)}), expected {channels}.")
-    return x
-
-
 def check_image_batch(x: torch.Tensor, *, model: str, in_channels: int, min_size: int = 1) -> None:
     """The check every ``lib`` model runs at the top of ``forward``.
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -231,12 +231,6 @@ def fashion_mnist_loaders(*, batch_size: int = 128, train_subset: int | None = N
     return (DataLoader(s.train, batch_size=batch_size, shuffle=True, generator=g),
             DataLoader(s.val, batch_size=512),
             DataLoader(s.test, batch_size=512))
-
-
-def class_subset(dataset: ImageTensorDataset, classes: list[int] | tuple[int, ...]) -> Subset:
-    """The examples of ``dataset`` whose label is in ``classes`` (labels are kept as they are)."""
-    keep = torch.isin(dataset.labels, torch.as_tensor(classes)).nonzero().flatten()
-    return Subset(dataset, keep.tolist())
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:

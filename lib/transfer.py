@@ -10,10 +10,11 @@
     load_torchvision_weights(model, "resnet18")                 # ImageNet weights, where they can be downloaded
 
 A model is cut into *stages*, input to output, the last one being the ``"head"`` (the final linear
-layer): ``stages(model)`` lists them for ``lib``'s ResNets, EfficientNets, ViTs and SimpleCNN (and,
-for other models, takes every top-level child that owns parameters). Freezing a stage stops its
-gradients *and* keeps its BatchNorm layers in evaluation mode (their running statistics stay those of
-the source task), which is what "frozen" means for a network with BatchNorm.
+layer): the model's own ``stages()``, which every ``lib`` model has (the contract is in
+``lib.models.registry``), or, for other models, every top-level child that owns parameters.
+``stages(model)`` lists each stage's parameters. Freezing a stage stops its gradients *and* keeps its
+BatchNorm layers in evaluation mode (their running statistics stay those of the source task), which
+is what "frozen" means for a network with BatchNorm.
 
 ``class_task`` cuts a labelled dataset down to some classes (optionally ``per_class`` examples of
 each) and relabels them 0..k-1: the course's source and target tasks are two halves of Fashion-MNIST.
@@ -86,50 +87,37 @@ def class_task(dataset: Dataset, classes: Sequence[int], *, per_class: int | Non
 # ---------------------------------------------------------------------------------------------
 # Stages, heads, freezing
 # ---------------------------------------------------------------------------------------------
-def _stage_prefixes(model: nn.Module) -> list[tuple[str, tuple[str, ...]]]:
-    """(stage name, the module or parameter names it holds), input to output, ending with "head"."""
-    from lib.models import EfficientNet, ResNet, SimpleCNN, VisionTransformer
-
-    if isinstance(model, ResNet):
-        return [("stem", ("conv1", "bn1")), *((n, (n,)) for n in model.stage_names), ("head", ("fc",))]
-    if isinstance(model, EfficientNet):
-        n = len(model.features)
-        return [("stem", ("features.0",)), *((f"features.{i}", (f"features.{i}",)) for i in range(1, n)),
-                ("head", ("classifier",))]
-    if isinstance(model, VisionTransformer):
-        layers = [f"encoder.layers.{name}" for name, _ in model.encoder.layers.named_children()]
-        return [("embedding", ("conv_proj", "class_token", "encoder.pos_embedding")),
-                *((p.rsplit(".", 1)[1], (p,)) for p in layers[:-1]),
-                (layers[-1].rsplit(".", 1)[1], (layers[-1], "encoder.ln")), ("head", ("heads",))]
-    if isinstance(model, SimpleCNN):  # conv-BN pairs at features.0/1, 4/5, 8/9
-        return [("stage1", ("features.0", "features.1")), ("stage2", ("features.4", "features.5")),
-                ("stage3", ("features.8", "features.9")), ("head", ("fc",))]
-    owners = [name for name, child in model.named_children() if any(True for _ in child.parameters())]
+def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's stages as modules, input to output, ending with ``"head"``: ``model.stages()`` for a
+    ``lib`` model; for any other, every top-level child that owns parameters, the last one as the head."""
+    if callable(getattr(model, "stages", None)):
+        return dict(model.stages())
+    owners = [(name, child) for name, child in model.named_children() if any(True for _ in child.parameters())]
     if not owners:
         raise ValueError(f"{type(model).__name__} has no child module with parameters to split into stages")
-    return [*((n, (n,)) for n in owners[:-1]), ("head", (owners[-1],))]
-
-
-def _under(name: str, prefixes: Iterable[str]) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in prefixes)
+    return {**dict(owners[:-1]), "head": owners[-1][1]}
 
 
 def stages(model: nn.Module) -> OrderedDict[str, list[tuple[str, nn.Parameter]]]:
     """The model's stages, input to output, each with its ``(name, parameter)`` pairs; the last is ``"head"``.
     Every parameter belongs to exactly one stage."""
-    table = _stage_prefixes(model)
-    out: OrderedDict[str, list[tuple[str, nn.Parameter]]] = OrderedDict((s, []) for s, _ in table)
+    modules = stage_modules(model)
+    owner: dict[int, list[str]] = {}
+    for s, m in modules.items():
+        for p in m.parameters():
+            owner.setdefault(id(p), []).append(s)
+    out: OrderedDict[str, list[tuple[str, nn.Parameter]]] = OrderedDict((s, []) for s in modules)
     for name, p in model.named_parameters():
-        owner = [s for s, prefixes in table if _under(name, prefixes)]
-        if len(owner) != 1:
-            raise RuntimeError(f"parameter {name!r} belongs to {len(owner)} stages of {type(model).__name__}")
-        out[owner[0]].append((name, p))
+        found = owner.get(id(p), [])
+        if len(found) != 1:
+            raise RuntimeError(f"parameter {name!r} belongs to {len(found)} stages of {type(model).__name__}")
+        out[found[0]].append((name, p))
     return out
 
 
 def stage_names(model: nn.Module) -> list[str]:
     """``list(stages(model))``: e.g. ``['stem', 'layer1', 'layer2', 'layer3', 'head']`` for ResNet-20."""
-    return [s for s, _ in _stage_prefixes(model)]
+    return list(stage_modules(model))
 
 
 def _check_stages(model: nn.Module, names: Iterable[str]) -> list[str]:
@@ -142,10 +130,8 @@ def _check_stages(model: nn.Module, names: Iterable[str]) -> list[str]:
 
 
 def _batchnorms(model: nn.Module, stage_list: Iterable[str]) -> list[nn.modules.batchnorm._BatchNorm]:
-    table = dict(_stage_prefixes(model))
-    prefixes = [p for s in stage_list for p in table[s]]
-    return [m for name, m in model.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and _under(name, prefixes)]
+    modules = stage_modules(model)
+    return [m for s in stage_list for m in modules[s].modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def _keep_in_eval(module: nn.Module, args) -> None:
@@ -192,10 +178,9 @@ def trainable_stages(model: nn.Module) -> list[str]:
 
 def head(model: nn.Module) -> nn.Linear:
     """The final linear layer (the head stage's last ``nn.Linear``)."""
-    prefixes = dict(_stage_prefixes(model))["head"]
-    linears = [m for name, m in model.named_modules() if isinstance(m, nn.Linear) and _under(name, prefixes)]
+    linears = [m for m in stage_modules(model)["head"].modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError(f"{type(model).__name__}'s head ({', '.join(prefixes)}) has no nn.Linear to replace")
+        raise ValueError(f"{type(model).__name__}'s head stage has no nn.Linear to replace")
     return linears[-1]
 
 

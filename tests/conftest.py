@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_LOG = ROOT / "_build" / "book-build.log"
@@ -29,3 +30,14 @@ def built_book() -> Path:
         tail = "\n".join(BUILD_LOG.read_text(errors="replace").splitlines()[-60:])
         pytest.fail(f"`make book` failed (exit {result.returncode}); end of {BUILD_LOG}:\n{tail}")
     return ROOT / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``): its tests
+    run many small tensors, where a second thread costs more in synchronisation than it saves, and on a shared
+    2-core machine OpenMP's spin-waiting can make a 0.1 s forward take 10 s."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -17,13 +17,7 @@ from lib.models import TORCHVISION_TWINS, build
 from lib.models.blocks import MBConv
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: a second thread costs more in synchronisation than it saves (see test_models.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def meta_model(name: str, **kwargs) -> nn.Module:

@@ -87,9 +87,14 @@ def test_checkpoint_round_trip(tmp_path):
         train.save_checkpoint(tmp_path / "bad.pt", model, meta={"x": object()})
 
 
-def test_device_selection():
-    assert train.get_device().type in {"cpu", "cuda", "mps"}
-    assert train.get_device("cpu") == torch.device("cpu")
+@pytest.mark.parametrize("cuda, mps, expected", [(False, False, "cpu"), (True, False, "cuda"),
+                                                 (False, True, "mps"), (True, True, "cuda")])
+def test_device_selection_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert train.get_device() == torch.device(expected)
+    assert train.get_device("cpu") == torch.device("cpu")  # an explicit choice is kept
+    assert train.get_device("cuda:1") == torch.device("cuda", 1)
 
 
 def test_plots_have_titles_and_labels():

@@ -20,15 +20,12 @@ from lib.analysis import count_params
 from lib.models.blocks import BasicBlock
 
 SMALL = {"resnet20": {}, "resnet18": {"small_input": True}, "efficientnet_b0": {"small_input": True},
-         "vit_tiny_28": {}, "simple_cnn": {}, "vgg11_bn": {"small_input": True}}
+         "vit_tiny_28": {}, "simple_cnn": {}, "vgg11_bn": {"small_input": True}, "alexnet": {"small_input": True},
+         "googlenet": {"small_input": True}, "densenet121": {"small_input": True},
+         "mobilenet_v3_small": {"small_input": True}, "convnext_tiny": {"small_input": True}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def batch(model: nn.Module, n: int = 4) -> torch.Tensor:
@@ -55,7 +52,18 @@ def test_resnet20_stages_are_stem_layers_head():
     assert transfer.stage_names(models.resnet20()) == ["stem", "layer1", "layer2", "layer3", "head"]
 
 
-@pytest.mark.parametrize("name", ["resnet20", "resnet18", "vit_tiny_28", "simple_cnn"])  # untrained B0 outputs ~1e-14 in eval mode
+def test_stages_are_the_models_own_and_other_models_are_cut_at_their_children():
+    model = models.googlenet(small_input=True)
+    assert transfer.stage_names(model) == list(model.stages())
+    head_params = {n for n, _ in transfer.stages(model)["head"]}
+    assert {n for n, _ in model.aux1.named_parameters(prefix="aux1")} <= head_params  # classifiers train together
+    assert transfer.head(model) is model.fc
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 3))
+    assert transfer.stage_names(plain) == ["0", "head"] and transfer.head(plain) is plain[3]
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "vit_tiny_28", "simple_cnn", "densenet121",
+                                  "mobilenet_v3_small"])  # untrained B0 outputs ~1e-14 in eval mode
 def test_freeze_trains_only_the_head_and_keeps_batchnorm_statistics(name):
     torch.manual_seed(0)
     model = models.build(name, num_classes=3, **SMALL[name])
@@ -97,7 +105,8 @@ def test_freeze_with_train_bn_and_named_stages():
         transfer.freeze(model, ["layer4"])
 
 
-@pytest.mark.parametrize("name", ["resnet20", "efficientnet_b0", "vit_tiny_28", "vgg11_bn"])
+@pytest.mark.parametrize("name", ["resnet20", "efficientnet_b0", "vit_tiny_28", "vgg11_bn", "googlenet",
+                                  "densenet121", "mobilenet_v3_small", "convnext_tiny"])
 def test_replace_head_changes_the_number_of_outputs_in_place(name):
     model = models.build(name, **SMALL[name])
     new = transfer.replace_head(model, 7)

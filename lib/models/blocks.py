@@ -1,14 +1,19 @@
 """Building blocks shared by every model family: each idea written once.
 
-| block               | used by                      | torchvision twin (same state_dict keys)          |
-|---------------------|------------------------------|--------------------------------------------------|
-| ``ConvBNAct``       | EfficientNet, your own nets  | ``torchvision.ops.Conv2dNormActivation``         |
-| ``SqueezeExcitation`` | MBConv                     | ``torchvision.ops.SqueezeExcitation``            |
-| ``StochasticDepth`` | MBConv                       | ``torchvision.ops.StochasticDepth(p, "row")``    |
-| ``MLP``             | ViT encoder blocks           | ``torchvision.models.vision_transformer.MLPBlock`` |
-| ``BasicBlock``, ``Bottleneck`` | ResNet            | ``torchvision.models.resnet`` blocks             |
-| ``MBConv``          | EfficientNet                 | ``torchvision.models.efficientnet.MBConv``       |
-| ``MultiheadSelfAttention``, ``EncoderBlock`` | ViT | ``nn.MultiheadAttention``, ViT ``EncoderBlock``  |
+| block                 | used by                      | torchvision twin (same state_dict keys)            |
+|-----------------------|------------------------------|----------------------------------------------------|
+| ``ConvBNAct``         | EfficientNet, MobileNets, your own nets | ``torchvision.ops.Conv2dNormActivation`` |
+| ``SqueezeExcitation`` | MBConv, MobileNetV3          | ``torchvision.ops.SqueezeExcitation``              |
+| ``StochasticDepth``   | MBConv, ConvNeXt             | ``torchvision.ops.StochasticDepth(p, "row")``      |
+| ``MLP``               | ViT encoder blocks           | ``torchvision.models.vision_transformer.MLPBlock`` |
+| ``BasicBlock``, ``Bottleneck`` | ResNet              | ``torchvision.models.resnet`` blocks               |
+| ``BasicConv2d``, ``Inception``, ``InceptionAux`` | GoogLeNet | ``torchvision.models.googlenet`` blocks   |
+| ``DenseLayer``, ``DenseBlock``, ``Transition`` | DenseNet | ``torchvision.models.densenet`` blocks       |
+| ``InvertedResidual``  | MobileNetV2                  | ``torchvision.models.mobilenetv2.InvertedResidual`` |
+| ``InvertedResidualV3`` | MobileNetV3                 | ``torchvision.models.mobilenetv3.InvertedResidual`` |
+| ``MBConv``            | EfficientNet                 | ``torchvision.models.efficientnet.MBConv``         |
+| ``LayerNorm2d``, ``ConvNeXtBlock`` | ConvNeXt        | ``torchvision.models.convnext`` ``LayerNorm2d``, ``CNBlock`` |
+| ``MultiheadSelfAttention``, ``EncoderBlock`` | ViT   | ``nn.MultiheadAttention``, ViT ``EncoderBlock``    |
 
 Stages are built by the pure function ``make_stage(block, c_in, c_out, n, stride)``: it calls
 ``block(c_in, c_out, stride)`` once, then ``block(c_out, c_out, 1)`` ``n - 1`` times.
@@ -37,6 +42,7 @@ Passing such a class to ``ResNet(block, [3, 4, 6, 3])`` is all it takes to load 
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -92,16 +98,16 @@ class SqueezeExcitation(nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018, Fig. 1): rescale each channel by a gate computed from
     the global average of all channels. Attribute names follow ``torchvision.ops.SqueezeExcitation``.
 
-    (N, C, H, W) -> avgpool -> (N, C, 1, 1) -> fc1 -> (N, S, 1, 1) -> act -> fc2 -> sigmoid -> (N, C, 1, 1)
+    (N, C, H, W) -> avgpool -> (N, C, 1, 1) -> fc1 -> (N, S, 1, 1) -> act -> fc2 -> gate -> (N, C, 1, 1)
     """
 
-    def __init__(self, channels: int, squeeze_channels: int, act: Act = nn.SiLU):
+    def __init__(self, channels: int, squeeze_channels: int, act: Act = nn.SiLU, gate: Act = nn.Sigmoid):
         super().__init__()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
         self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
         self.activation = make_act(act)
-        self.scale_activation = nn.Sigmoid()
+        self.scale_activation = gate()  # sigmoid; MobileNetV3's cheaper hard sigmoid
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """The per-channel gate, (N, C, 1, 1), in (0, 1)."""
@@ -258,8 +264,179 @@ def make_stage(block: Callable[..., nn.Module], c_in: int, c_out: int, n: int, s
 
 
 # ---------------------------------------------------------------------------------------------
-# Inverted residual (MobileNetV2 / EfficientNet)
+# Inception (Szegedy et al. 2015, GoogLeNet)
 # ---------------------------------------------------------------------------------------------
+class BasicConv2d(nn.Module):
+    """Conv2d (no bias) -> BatchNorm (eps 1e-3) -> ReLU: GoogLeNet's convolution, with torchvision's
+    names ``conv`` and ``bn``. (N, c_in, H, W) -> (N, c_out, H', W')"""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, padding: int = 0):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, kernel_size, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, eps=0.001)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+class Inception(nn.Module):
+    """The Inception module (Szegedy et al. 2015, Fig. 2b): four branches side by side, concatenated.
+
+    branch1: 1x1 | branch2: 1x1 reduce -> 3x3 | branch3: 1x1 reduce -> 5x5 | branch4: 3x3 max pool -> 1x1
+    (N, c_in, H, W) -> (N, c1x1 + c3x3 + c5x5 + pool_proj, H, W)
+
+    The keywords are the columns of the paper's Table 1. ``k5x5`` is the kernel of the "5x5" branch:
+    torchvision's GoogLeNet (and the weights ported to it) uses 3x3 there, a known slip kept for its weights.
+    """
+
+    def __init__(self, c_in: int, *, c1x1: int, c3x3_reduce: int, c3x3: int, c5x5_reduce: int, c5x5: int,
+                 pool_proj: int, k5x5: int = 5):
+        super().__init__()
+        self.branch1 = BasicConv2d(c_in, c1x1, 1)
+        self.branch2 = nn.Sequential(BasicConv2d(c_in, c3x3_reduce, 1), BasicConv2d(c3x3_reduce, c3x3, 3, padding=1))
+        self.branch3 = nn.Sequential(BasicConv2d(c_in, c5x5_reduce, 1),
+                                     BasicConv2d(c5x5_reduce, c5x5, k5x5, padding=k5x5 // 2))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+                                     BasicConv2d(c_in, pool_proj, 1))
+        self.out_channels = c1x1 + c3x3 + c5x5 + pool_proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class InceptionAux(nn.Module):
+    """GoogLeNet's auxiliary classifier (Szegedy et al. 2015, section 5), which only runs in training:
+    (N, C, H, W) -> avg pool -> (N, C, 4, 4) -> 1x1 conv -> (N, 128, 4, 4) -> flatten (N, 2048) -> fc1
+    -> (N, 1024) -> ReLU -> dropout -> fc2 -> (N, num_classes). torchvision's names and layout."""
+
+    def __init__(self, c_in: int, num_classes: int, *, dropout: float = 0.7):
+        super().__init__()
+        self.conv = BasicConv2d(c_in, 128, 1)
+        self.fc1 = nn.Linear(2048, 1024)
+        self.fc2 = nn.Linear(1024, num_classes)
+        self.dropout = nn.Dropout(p=dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(F.adaptive_avg_pool2d(x, (4, 4)))  # (N, 128, 4, 4): the paper's 5x5 pooling, any size
+        x = F.relu(self.fc1(torch.flatten(x, 1)), inplace=True)  # (N, 1024)
+        return self.fc2(self.dropout(x))  # (N, num_classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense connectivity (Huang et al. 2017, DenseNet-BC)
+# ---------------------------------------------------------------------------------------------
+class DenseLayer(nn.Module):
+    """BN-ReLU-1x1 conv (to ``bn_size * growth_rate`` channels) -> BN-ReLU-3x3 conv (to ``growth_rate``):
+    Huang et al. 2017's "bottleneck" layer, fed the concatenation of every earlier output of its block.
+
+    [(N, c_1, H, W), (N, c_2, H, W), ...] -> concat (N, c_in, H, W) -> (N, growth_rate, H, W)
+    """
+
+    def __init__(self, c_in: int, growth_rate: int, *, bn_size: int = 4, drop_rate: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(c_in)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(c_in, bn_size * growth_rate, kernel_size=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False)
+        self.drop_rate = drop_rate
+
+    def forward(self, features: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        x = torch.cat(features if isinstance(features, list) else [features], 1)  # (N, c_in, H, W)
+        x = self.conv1(self.relu1(self.norm1(x)))  # (N, bn_size * k, H, W)
+        x = self.conv2(self.relu2(self.norm2(x)))  # (N, k, H, W)
+        return F.dropout(x, p=self.drop_rate, training=self.training) if self.drop_rate > 0 else x
+
+
+class DenseBlock(nn.ModuleDict):
+    """``num_layers`` dense layers, each seeing all the block's earlier feature maps; the output is all of
+    them concatenated: (N, c_in, H, W) -> (N, c_in + num_layers * growth_rate, H, W). A ``ModuleDict``
+    keyed ``denselayer1``, ``denselayer2``, ... as torchvision's."""
+
+    def __init__(self, num_layers: int, c_in: int, growth_rate: int, *, bn_size: int = 4, drop_rate: float = 0.0):
+        super().__init__({f"denselayer{i + 1}": DenseLayer(c_in + i * growth_rate, growth_rate, bn_size=bn_size,
+                                                            drop_rate=drop_rate)
+                          for i in range(num_layers)})
+        self.out_channels = c_in + num_layers * growth_rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class Transition(nn.Sequential):
+    """Between two dense blocks: BN-ReLU-1x1 conv (compression to ``c_out``, half the channels in
+    DenseNet-BC) -> 2x2 average pooling. (N, c_in, H, W) -> (N, c_out, H/2, W/2)"""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(OrderedDict(norm=nn.BatchNorm2d(c_in), relu=nn.ReLU(inplace=True),
+                                     conv=nn.Conv2d(c_in, c_out, kernel_size=1, bias=False),
+                                     pool=nn.AvgPool2d(kernel_size=2, stride=2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Inverted residuals (MobileNetV2, MobileNetV3, EfficientNet)
+# ---------------------------------------------------------------------------------------------
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block (Sandler et al. 2018, Table 1): expand 1x1 (ReLU6) -> depthwise 3x3 (ReLU6)
+    -> project 1x1 (linear: no activation on the narrow output), plus ``x`` where the shape is kept.
+
+    (N, c_in, H, W) -> (N, t*c_in, H, W) -> (N, t*c_in, H/s, W/s) -> (N, c_out, H/s, W/s)
+    Names follow torchvision (``conv.0`` .. ``conv.3``; no expansion layer when ``t == 1``).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, *, expand_ratio: float = 6,
+                 norm: Norm = nn.BatchNorm2d):
+        super().__init__()
+        hidden = int(round(c_in * expand_ratio))
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(ConvBNAct(c_in, hidden, 1, norm=norm, act=nn.ReLU6))
+        layers += [ConvBNAct(hidden, hidden, 3, stride, groups=hidden, norm=norm, act=nn.ReLU6),
+                   nn.Conv2d(hidden, c_out, 1, bias=False), norm(c_out)]
+        self.conv = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and c_in == c_out
+        self.out_channels = c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class InvertedResidualV3(nn.Module):
+    """MobileNetV3's block (Howard et al. 2019, Fig. 4): MobileNetV2's inverted residual with a chosen
+    activation (ReLU or hard-swish), an explicit expanded width and, on some blocks, squeeze-excitation
+    with a hard-sigmoid gate and ``expanded / 4`` channels (rounded to a multiple of 8).
+
+    (N, c_in, H, W) -> (N, expanded, H, W) -> (N, expanded, H/s, W/s) -> (N, c_out, H/s, W/s)
+    Names follow torchvision (``block.0`` .. ``block.3``).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, *, expanded: int, kernel_size: int = 3,
+                 use_se: bool = False, act: Act = nn.ReLU, norm: Norm = nn.BatchNorm2d):
+        super().__init__()
+        layers: list[nn.Module] = []
+        if expanded != c_in:
+            layers.append(ConvBNAct(c_in, expanded, 1, norm=norm, act=act))
+        layers.append(ConvBNAct(expanded, expanded, kernel_size, stride, groups=expanded, norm=norm, act=act))
+        if use_se:
+            layers.append(SqueezeExcitation(expanded, make_divisible(expanded // 4, 8), act=nn.ReLU,
+                                            gate=nn.Hardsigmoid))
+        layers.append(ConvBNAct(expanded, c_out, 1, norm=norm, act=None))
+        self.block = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and c_in == c_out
+        self.out_channels = c_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        if self.use_res_connect:
+            out += x
+        return out
+
+
 class MBConv(nn.Module):
     """Mobile inverted bottleneck (Sandler et al. 2018; Tan & Le 2019): expand 1x1 -> depthwise kxk -> SE
     -> project 1x1 (linear), with a residual connection and stochastic depth where the shape is kept.
@@ -290,6 +467,63 @@ class MBConv(nn.Module):
         if self.use_res_connect:
             out = self.stochastic_depth(out)
             out += x
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# ConvNeXt (Liu et al. 2022)
+# ---------------------------------------------------------------------------------------------
+class Permute(nn.Module):
+    """``x.permute(*dims)`` as a module, to switch between (N, C, H, W) and channels-last (N, H, W, C)."""
+
+    def __init__(self, *dims: int):
+        super().__init__()
+        self.dims = list(dims)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.permute(x, self.dims)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an (N, C, H, W) map, at every pixel (ConvNeXt's stem, downsampling
+    layers and head). Same parameters as ``nn.LayerNorm(C)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (N, H, W, C)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)  # (N, C, H, W)
+
+
+class ConvNeXtBlock(nn.Module):
+    """The ConvNeXt block (Liu et al. 2022, Fig. 4): depthwise 7x7 -> LayerNorm -> 1x1 to 4C -> GELU
+    -> 1x1 back to C (an inverted MLP), scaled per channel by a learned ``layer_scale`` (initially 1e-6),
+    dropped by stochastic depth in training, plus ``x``.
+
+    (N, C, H, W) -> dwconv -> permute (N, H, W, C) -> LN, Linear (N, H, W, 4C), GELU, Linear (N, H, W, C)
+    -> permute (N, C, H, W). The 1x1 convolutions are ``nn.Linear`` on channels-last maps, as torchvision
+    (names ``block.0``, ``block.2``, ``block.3``, ``block.5``, ``layer_scale``).
+    """
+
+    def __init__(self, dim: int, *, layer_scale: float = 1e-6, sd_prob: float = 0.0):
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim),
+            Permute(0, 2, 3, 1),
+            nn.LayerNorm(dim, eps=1e-6),
+            nn.Linear(dim, 4 * dim),
+            nn.GELU(),
+            nn.Linear(4 * dim, dim),
+            Permute(0, 3, 1, 2),
+        )
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), layer_scale))  # (C, 1, 1)
+        self.stochastic_depth = StochasticDepth(sd_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.stochastic_depth(self.layer_scale * self.block(x))
+        out += x
         return out
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from lib.checks import check_image_batch
 from lib.models.blocks import ConvBNAct, MBConv, Norm, make_divisible
+from lib.models.registry import register_model
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,12 @@ class EfficientNet(nn.Module):
                 nn.init.uniform_(m.weight, -r, r)
                 nn.init.zeros_(m.bias)
 
+    def stages(self) -> dict[str, nn.Module]:
+        """``stem`` (``features.0``), ``features.1`` .. ``features.7`` (the MBConv stages of Table 1),
+        ``features.8`` (the 1x1 convolution), ``head`` (see ``lib.models.registry``)."""
+        return {"stem": self.features[0], **{f"features.{i}": self.features[i] for i in range(1, len(self.features))},
+                "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.classifier)}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
         return self.features(x)  # (N, 1280 * width, H/32, W/32); H/16 with small_input
@@ -153,6 +160,12 @@ class EfficientNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def _size(name: str) -> tuple[int, int, int]:
+    """The paper's resolution of ``name``, as (C, H, W)."""
+    r = SCALINGS[name].resolution
+    return (3, r, r)
+
+
 def _efficientnet(name: str, num_classes: int, in_channels: int, small_input: bool,
                   stochastic_depth_prob: float) -> EfficientNet:
     sc = SCALINGS[name]
@@ -162,48 +175,56 @@ def _efficientnet(name: str, num_classes: int, in_channels: int, small_input: bo
                         stochastic_depth_prob=stochastic_depth_prob, norm=norm, name=name)
 
 
+@register_model(twin="efficientnet_b0", input_size=_size("efficientnet_b0"))
 def efficientnet_b0(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
                     stochastic_depth_prob: float = 0.2) -> EfficientNet:
     """EfficientNet-B0 (Tan & Le 2019, Table 1): the searched baseline, 224x224."""
     return _efficientnet("efficientnet_b0", num_classes, in_channels, small_input, stochastic_depth_prob)
 
 
+@register_model(twin="efficientnet_b1", input_size=_size("efficientnet_b1"))
 def efficientnet_b1(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
                     stochastic_depth_prob: float = 0.2) -> EfficientNet:
     """EfficientNet-B1 (Tan & Le 2019): B0 with depth x1.1, 240x240."""
     return _efficientnet("efficientnet_b1", num_classes, in_channels, small_input, stochastic_depth_prob)
 
 
+@register_model(twin="efficientnet_b2", input_size=_size("efficientnet_b2"))
 def efficientnet_b2(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
                     stochastic_depth_prob: float = 0.2) -> EfficientNet:
     """EfficientNet-B2 (Tan & Le 2019): width x1.1, depth x1.2, 260x260."""
     return _efficientnet("efficientnet_b2", num_classes, in_channels, small_input, stochastic_depth_prob)
 
 
+@register_model(twin="efficientnet_b3", input_size=_size("efficientnet_b3"))
 def efficientnet_b3(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
                     stochastic_depth_prob: float = 0.2) -> EfficientNet:
     """EfficientNet-B3 (Tan & Le 2019): width x1.2, depth x1.4, 300x300."""
     return _efficientnet("efficientnet_b3", num_classes, in_channels, small_input, stochastic_depth_prob)
 
 
+@register_model(twin="efficientnet_b4", input_size=_size("efficientnet_b4"))
 def efficientnet_b4(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
                     stochastic_depth_prob: float = 0.2) -> EfficientNet:
     """EfficientNet-B4 (Tan & Le 2019): width x1.4, depth x1.8, 380x380."""
     return _efficientnet("efficientnet_b4", num_classes, in_channels, small_input, stochastic_depth_prob)
 
 
+@register_model(twin="efficientnet_b5", input_size=_size("efficientnet_b5"))
 def efficientnet_b5(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
                     stochastic_depth_prob: float = 0.2) -> EfficientNet:
     """EfficientNet-B5 (Tan & Le 2019): width x1.6, depth x2.2, 456x456."""
     return _efficientnet("efficientnet_b5", num_classes, in_channels, small_input, stochastic_depth_prob)
 
 
+@register_model(twin="efficientnet_b6", input_size=_size("efficientnet_b6"))
 def efficientnet_b6(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
                     stochastic_depth_prob: float = 0.2) -> EfficientNet:
     """EfficientNet-B6 (Tan & Le 2019): width x1.8, depth x2.6, 528x528."""
     return _efficientnet("efficientnet_b6", num_classes, in_channels, small_input, stochastic_depth_prob)
 
 
+@register_model(twin="efficientnet_b7", input_size=_size("efficientnet_b7"))
 def efficientnet_b7(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
                     stochastic_depth_prob: float = 0.2) -> EfficientNet:
     """EfficientNet-B7 (Tan & Le 2019): width x2.0, depth x3.1, 600x600."""

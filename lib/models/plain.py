@@ -10,13 +10,12 @@ only difference is the ``+ x`` in every block.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 
-from lib.models.blocks import BasicBlock
-from lib.models.resnet import CIFAR_WIDTHS, ResNet
+from lib.models.resnet import CIFAR_WIDTHS, ResNet, cifar_blocks_per_stage, resnet_cifar
+
+__all__ = ["PlainBlock", "plain_cifar", "resnet_cifar"]
 
 
 class PlainBlock(nn.Module):
@@ -41,21 +40,8 @@ class PlainBlock(nn.Module):
         return self.relu(self.bn2(self.conv2(out)))  # no "+ x": this is what makes it plain
 
 
-def _blocks_per_stage(depth: int) -> int:
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"a CIFAR-style network has 6n + 2 layers (8, 14, 20, 26, ..., 56, 110), got {depth}")
-    return (depth - 2) // 6
-
-
 def plain_cifar(depth: int, *, num_classes: int = 10, in_channels: int = 3) -> ResNet:
     """A plain CIFAR network of ``depth = 6n + 2`` weighted layers (He et al. 2015, Fig. 6, left)."""
-    n = _blocks_per_stage(depth)
+    n = cifar_blocks_per_stage(depth)
     return ResNet(PlainBlock, (n, n, n), widths=CIFAR_WIDTHS, num_classes=num_classes, in_channels=in_channels,
                   stem="cifar", name=f"plain{depth}")
-
-
-def resnet_cifar(depth: int, *, num_classes: int = 10, in_channels: int = 3) -> ResNet:
-    """A CIFAR ResNet of any depth ``6n + 2`` (option-A shortcuts): ``resnet_cifar(20)`` is ``lib.models.resnet20()``."""
-    n = _blocks_per_stage(depth)
-    return ResNet(functools.partial(BasicBlock, shortcut="A"), (n, n, n), widths=CIFAR_WIDTHS,
-                  num_classes=num_classes, in_channels=in_channels, stem="cifar", name=f"resnet{depth}")

@@ -25,6 +25,7 @@ from torch import nn
 
 from lib.checks import check_image_batch
 from lib.models.blocks import BasicBlock, Bottleneck, block_expansion, make_stage
+from lib.models.registry import register_model, require_small_input
 
 # He et al. 2015, Table 1: the block and the number of blocks in each of the four stages.
 RESNETS: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
@@ -92,22 +93,25 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
-            for stage in self.stages():
-                for blk in stage:
+            for name in self.stage_names:
+                for blk in getattr(self, name):
                     last_bn = getattr(blk, "bn3", None)
                     last_bn = getattr(blk, "bn2", None) if last_bn is None else last_bn
                     if last_bn is None:
                         raise ValueError(f"{self.name}: zero_init_residual needs blocks with a bn3 or bn2")
                     nn.init.zeros_(last_bn.weight)
 
-    def stages(self) -> list[nn.Sequential]:
-        return [getattr(self, n) for n in self.stage_names]
+    def stages(self) -> dict[str, nn.Module]:
+        """``stem``, ``layer1`` .. ``layerK``, ``head`` (see ``lib.models.registry``)."""
+        return {"stem": nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool),
+                **{name: getattr(self, name) for name in self.stage_names},
+                "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.fc)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4), or (N, widths[0], H, W)
-        for stage in self.stages():
-            x = stage(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
         return x  # (N, widths[-1] * expansion, H/32, W/32) for the ImageNet stem
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,71 +127,94 @@ def _resnet(name: str, num_classes: int, in_channels: int, small_input: bool, ze
                   stem="small" if small_input else "imagenet", zero_init_residual=zero_init_residual, name=name)
 
 
+@register_model(twin="resnet18")
 def resnet18(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
              zero_init_residual: bool = False) -> ResNet:
     """ResNet-18 (He et al. 2015, Table 1): basic blocks [2, 2, 2, 2]."""
     return _resnet("resnet18", num_classes, in_channels, small_input, zero_init_residual)
 
 
+@register_model(twin="resnet34")
 def resnet34(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
              zero_init_residual: bool = False) -> ResNet:
     """ResNet-34 (He et al. 2015, Table 1): basic blocks [3, 4, 6, 3]."""
     return _resnet("resnet34", num_classes, in_channels, small_input, zero_init_residual)
 
 
+@register_model(twin="resnet50")
 def resnet50(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
              zero_init_residual: bool = False) -> ResNet:
     """ResNet-50 (He et al. 2015, Table 1): bottleneck blocks [3, 4, 6, 3]."""
     return _resnet("resnet50", num_classes, in_channels, small_input, zero_init_residual)
 
 
+@register_model(twin="resnet101")
 def resnet101(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
               zero_init_residual: bool = False) -> ResNet:
     """ResNet-101 (He et al. 2015, Table 1): bottleneck blocks [3, 4, 23, 3]."""
     return _resnet("resnet101", num_classes, in_channels, small_input, zero_init_residual)
 
 
+@register_model(twin="resnet152")
 def resnet152(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
               zero_init_residual: bool = False) -> ResNet:
     """ResNet-152 (He et al. 2015, Table 1): bottleneck blocks [3, 8, 36, 3]."""
     return _resnet("resnet152", num_classes, in_channels, small_input, zero_init_residual)
 
 
-def _cifar_resnet(name: str, num_classes: int, in_channels: int, small_input: bool,
-                  zero_init_residual: bool) -> ResNet:
-    if not small_input:
-        raise ValueError(f"{name} is a CIFAR network (32x32 inputs) and has no ImageNet form; "
-                         f"use resnet18 .. resnet152 for 224x224 images")
-    n = CIFAR_RESNETS[name]
+def cifar_blocks_per_stage(depth: int) -> int:
+    """``n`` of a CIFAR-style network of ``depth = 6n + 2`` weighted layers."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"a CIFAR-style network has 6n + 2 layers (8, 14, 20, 26, ..., 56, 110), got {depth}")
+    return (depth - 2) // 6
+
+
+def resnet_cifar(depth: int, *, num_classes: int = 10, in_channels: int = 3,
+                 zero_init_residual: bool = False) -> ResNet:
+    """A CIFAR ResNet of any depth ``6n + 2`` (He et al. 2015, section 4.2; option-A shortcuts):
+    ``resnet_cifar(20)`` is ``resnet20()``."""
+    n = cifar_blocks_per_stage(depth)
     return ResNet(functools.partial(BasicBlock, shortcut="A"), (n, n, n), widths=CIFAR_WIDTHS,
                   num_classes=num_classes, in_channels=in_channels, stem="cifar",
-                  zero_init_residual=zero_init_residual, name=name)
+                  zero_init_residual=zero_init_residual, name=f"resnet{depth}")
 
 
+def _cifar_resnet(name: str, num_classes: int, in_channels: int, small_input: bool,
+                  zero_init_residual: bool) -> ResNet:
+    require_small_input(name, small_input, "resnet18 .. resnet152")
+    return resnet_cifar(6 * CIFAR_RESNETS[name] + 2, num_classes=num_classes, in_channels=in_channels,
+                        zero_init_residual=zero_init_residual)
+
+
+@register_model(small_only=True, input_size=(3, 32, 32))
 def resnet20(*, num_classes: int = 10, in_channels: int = 3, small_input: bool = True,
              zero_init_residual: bool = False) -> ResNet:
     """ResNet-20 for CIFAR (He et al. 2015, section 4.2, n=3): 0.27M parameters."""
     return _cifar_resnet("resnet20", num_classes, in_channels, small_input, zero_init_residual)
 
 
+@register_model(small_only=True, input_size=(3, 32, 32))
 def resnet32(*, num_classes: int = 10, in_channels: int = 3, small_input: bool = True,
              zero_init_residual: bool = False) -> ResNet:
     """ResNet-32 for CIFAR (He et al. 2015, section 4.2, n=5): 0.46M parameters."""
     return _cifar_resnet("resnet32", num_classes, in_channels, small_input, zero_init_residual)
 
 
+@register_model(small_only=True, input_size=(3, 32, 32))
 def resnet44(*, num_classes: int = 10, in_channels: int = 3, small_input: bool = True,
              zero_init_residual: bool = False) -> ResNet:
     """ResNet-44 for CIFAR (He et al. 2015, section 4.2, n=7): 0.66M parameters."""
     return _cifar_resnet("resnet44", num_classes, in_channels, small_input, zero_init_residual)
 
 
+@register_model(small_only=True, input_size=(3, 32, 32))
 def resnet56(*, num_classes: int = 10, in_channels: int = 3, small_input: bool = True,
              zero_init_residual: bool = False) -> ResNet:
     """ResNet-56 for CIFAR (He et al. 2015, section 4.2, n=9): 0.85M parameters."""
     return _cifar_resnet("resnet56", num_classes, in_channels, small_input, zero_init_residual)
 
 
+@register_model(small_only=True, input_size=(3, 32, 32))
 def resnet110(*, num_classes: int = 10, in_channels: int = 3, small_input: bool = True,
               zero_init_residual: bool = False) -> ResNet:
     """ResNet-110 for CIFAR (He et al. 2015, section 4.2, n=18): 1.7M parameters."""

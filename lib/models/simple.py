@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from lib.checks import check_image_batch
+from lib.models.registry import register_model, require_small_input
 
 
 class SimpleCNN(nn.Module):
@@ -20,7 +21,7 @@ class SimpleCNN(nn.Module):
         super().__init__()
         if pool not in ("max", "avg") or head not in ("gap", "flatten"):
             raise ValueError(f"SimpleCNN takes pool='max'|'avg' and head='gap'|'flatten', got {pool!r}, {head!r}")
-        self.in_channels = in_channels
+        self.name, self.in_channels, self.min_size = "simple_cnn", in_channels, 4  # two 2x2 poolings
         Pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[pool]
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
@@ -34,8 +35,15 @@ class SimpleCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1) if head == "gap" else nn.Identity()
         self.fc = nn.Linear(4 * width * (1 if head == "gap" else side * side), num_classes)
 
+    def stages(self) -> dict[str, nn.Module]:
+        """``stage1`` .. ``stage3`` (conv-BN-ReLU, and the pooling after the first two), ``head``
+        (see ``lib.models.registry``)."""
+        f = self.features
+        return {"stage1": f[0:4], "stage2": f[4:8], "stage3": f[8:],
+                "head": nn.Sequential(self.pool, nn.Flatten(1), self.fc)}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model="SimpleCNN", in_channels=self.in_channels, min_size=4)
+        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
         return self.features(x)  # (N, 4w, H/4, W/4)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,8 +53,10 @@ class SimpleCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def simple_cnn(*, in_channels: int = 1, num_classes: int = 10, width: int = 32, pool: str = "max",
-               head: str = "gap", image_size: int = 28) -> SimpleCNN:
+@register_model(small_only=True, input_size=(1, 28, 28))
+def simple_cnn(*, num_classes: int = 10, in_channels: int = 1, small_input: bool = True, width: int = 32,
+               pool: str = "max", head: str = "gap", image_size: int = 28) -> SimpleCNN:
     """The course's baseline: a three-stage CNN with a global-average-pooling (or flatten) head."""
+    require_small_input("simple_cnn", small_input, "resnet18 or vgg11")
     return SimpleCNN(in_channels=in_channels, num_classes=num_classes, width=width, pool=pool, head=head,
                      image_size=image_size)

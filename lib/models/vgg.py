@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lib.checks import check_image_batch
+from lib.models.registry import register_model
 
 # Simonyan & Zisserman 2015, Table 1, columns A (11 layers), B (13), D (16), E (19).
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
@@ -83,6 +84,26 @@ class VGG(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
+    def stages(self) -> dict[str, nn.Module]:
+        """``conv1`` .. ``conv5`` (the paper's groups of 3x3 convolutions, each with the pooling that
+        ends it), ``head`` (see ``lib.models.registry``)."""
+        cuts = [i + 1 for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        if cuts[-1] != len(self.features):  # the small form's last group has no pooling
+            cuts.append(len(self.features))
+        starts = [0, *cuts[:-1]]
+        return {**{f"conv{k + 1}": self.features[a:b] for k, (a, b) in enumerate(zip(starts, cuts))},
+                "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.classifier)}
+
+    def stages(self) -> dict[str, nn.Module]:
+        """``conv1`` .. ``conv5`` (the paper's groups of 3x3 convolutions, each with the pooling that
+        ends it), ``head`` (see ``lib.models.registry``)."""
+        cuts = [i + 1 for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        if cuts[-1] != len(self.features):  # the small form's last group has no pooling
+            cuts.append(len(self.features))
+        starts = [0, *cuts[:-1]]
+        return {**{f"conv{k + 1}": self.features[a:b] for k, (a, b) in enumerate(zip(starts, cuts))},
+                "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.classifier)}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
         return self.features(x)  # (N, 512, H/32, W/32); H/16 with small_input
@@ -100,41 +121,49 @@ def _vgg(name: str, batch_norm: bool, num_classes: int, in_channels: int, small_
                small_input=small_input, name=name + ("_bn" if batch_norm else ""))
 
 
+@register_model(twin="vgg11")
 def vgg11(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> VGG:
     """VGG-11 (Simonyan & Zisserman 2015, Table 1, column A)."""
     return _vgg("vgg11", False, num_classes, in_channels, small_input)
 
 
+@register_model(twin="vgg11_bn")
 def vgg11_bn(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> VGG:
     """VGG-11 with batch normalisation after every convolution."""
     return _vgg("vgg11", True, num_classes, in_channels, small_input)
 
 
+@register_model(twin="vgg13")
 def vgg13(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> VGG:
     """VGG-13 (Simonyan & Zisserman 2015, Table 1, column B)."""
     return _vgg("vgg13", False, num_classes, in_channels, small_input)
 
 
+@register_model(twin="vgg13_bn")
 def vgg13_bn(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> VGG:
     """VGG-13 with batch normalisation after every convolution."""
     return _vgg("vgg13", True, num_classes, in_channels, small_input)
 
 
+@register_model(twin="vgg16")
 def vgg16(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> VGG:
     """VGG-16 (Simonyan & Zisserman 2015, Table 1, column D)."""
     return _vgg("vgg16", False, num_classes, in_channels, small_input)
 
 
+@register_model(twin="vgg16_bn")
 def vgg16_bn(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> VGG:
     """VGG-16 with batch normalisation after every convolution."""
     return _vgg("vgg16", True, num_classes, in_channels, small_input)
 
 
+@register_model(twin="vgg19")
 def vgg19(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> VGG:
     """VGG-19 (Simonyan & Zisserman 2015, Table 1, column E)."""
     return _vgg("vgg19", False, num_classes, in_channels, small_input)
 
 
+@register_model(twin="vgg19_bn")
 def vgg19_bn(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> VGG:
     """VGG-19 with batch normalisation after every convolution."""
     return _vgg("vgg19", True, num_classes, in_channels, small_input)

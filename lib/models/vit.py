@@ -23,6 +23,7 @@ from torch import nn
 
 from lib.checks import check_image_batch, shape_str
 from lib.models.blocks import EncoderBlock, MultiheadSelfAttention
+from lib.models.registry import register_model, require_small_input
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class ViTConfig:
     hidden_dim: int  # D, the token width
     mlp_dim: int  # hidden width of each block's MLP (4D in the paper)
     image_size: int = 224
+
+    @property
+    def seq_length(self) -> int:
+        """L: one token per patch, plus the class token."""
+        return (self.image_size // self.patch_size) ** 2 + 1
 
 
 VIT_CONFIGS: dict[str, ViTConfig] = {
@@ -50,9 +56,9 @@ VIT_CONFIGS: dict[str, ViTConfig] = {
 class Encoder(nn.Module):
     """Adds the learned position embeddings, runs the blocks, and normalises the result."""
 
-    def __init__(self, seq_length: int, cfg: ViTConfig, *, dropout: float = 0.0, attention_dropout: float = 0.0):
+    def __init__(self, cfg: ViTConfig, *, dropout: float = 0.0, attention_dropout: float = 0.0):
         super().__init__()
-        self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, cfg.hidden_dim))  # (1, L, D)
+        self.pos_embedding = nn.Parameter(torch.empty(1, cfg.seq_length, cfg.hidden_dim))  # (1, L, D)
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.Sequential(OrderedDict(
             (f"encoder_layer_{i}", EncoderBlock(cfg.hidden_dim, cfg.num_heads, cfg.mlp_dim, dropout=dropout,
@@ -75,13 +81,28 @@ class VisionTransformer(nn.Module):
         if cfg.image_size % cfg.patch_size:
             raise ValueError(f"{name}: image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
         self.cfg, self.name, self.in_channels = cfg, name, in_channels
-        self.image_size, self.patch_size, self.hidden_dim = cfg.image_size, cfg.patch_size, cfg.hidden_dim
         self.conv_proj = nn.Conv2d(in_channels, cfg.hidden_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.class_token = nn.Parameter(torch.zeros(1, 1, cfg.hidden_dim))  # (1, 1, D)
-        self.seq_length = (cfg.image_size // cfg.patch_size) ** 2 + 1
-        self.encoder = Encoder(self.seq_length, cfg, dropout=dropout, attention_dropout=attention_dropout)
+        self.encoder = Encoder(cfg, dropout=dropout, attention_dropout=attention_dropout)
         self.heads = nn.Sequential(OrderedDict(head=nn.Linear(cfg.hidden_dim, num_classes)))
         self._init_weights()
+
+    # The sizes are read from the config, stored once.
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_size
+
+    @property
+    def patch_size(self) -> int:
+        return self.cfg.patch_size
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.cfg.hidden_dim
+
+    @property
+    def seq_length(self) -> int:
+        return self.cfg.seq_length
 
     def _init_weights(self) -> None:
         """torchvision's scheme: patch projection truncated-normal with std sqrt(1/fan_in); positions
@@ -105,6 +126,16 @@ class VisionTransformer(nn.Module):
         nn.init.zeros_(self.heads.head.weight)
         nn.init.zeros_(self.heads.head.bias)
 
+    def stages(self) -> dict[str, nn.Module]:
+        """``embedding`` (patches, class token, positions), ``encoder_layer_0`` .. (the last one with the
+        final LayerNorm), ``head`` (see ``lib.models.registry``)."""
+        layers = dict(self.encoder.layers.named_children())
+        last = list(layers)[-1]
+        layers[last] = nn.Sequential(layers[last], self.encoder.ln)
+        return {"embedding": PatchEmbedding(self.conv_proj, self.class_token, self.encoder.pos_embedding,
+                                            self.encoder.dropout),
+                **layers, "head": ClassTokenHead(self.heads)}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.image_size)
         if x.shape[-2:] != (self.image_size, self.image_size):
@@ -122,6 +153,33 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class PatchEmbedding(nn.Module):
+    """A ViT's first stage, holding the model's own patch projection, class token and position embedding:
+    (N, C, H, W) -> (N, L, D), what the first encoder block receives."""
+
+    def __init__(self, conv_proj: nn.Conv2d, class_token: nn.Parameter, pos_embedding: nn.Parameter,
+                 dropout: nn.Module):
+        super().__init__()
+        self.conv_proj, self.dropout = conv_proj, dropout
+        self.class_token, self.pos_embedding = class_token, pos_embedding  # (1, 1, D), (1, L, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_proj(x).flatten(2).transpose(1, 2)  # (N, L-1, D)
+        x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)  # (N, L, D)
+        return self.dropout(x + self.pos_embedding)
+
+
+class ClassTokenHead(nn.Module):
+    """A ViT's last stage: the class token of (N, L, D) through ``heads`` -> (N, num_classes)."""
+
+    def __init__(self, heads: nn.Module):
+        super().__init__()
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads(x[:, 0])
 
 
 @torch.no_grad()
@@ -142,7 +200,9 @@ def attention_maps(model: VisionTransformer, x: torch.Tensor) -> list[torch.Tens
 def _vit(name: str, num_classes: int, in_channels: int, small_input: bool, image_size: int | None,
          dropout: float, attention_dropout: float) -> VisionTransformer:
     cfg = VIT_CONFIGS[name]
-    if small_input and cfg.image_size == 224:
+    if cfg.image_size != 224:  # one of this course's small ViTs
+        require_small_input(name, small_input, "vit_b_16, vit_b_32 or vit_l_16")
+    elif small_input:
         cfg = dataclasses.replace(cfg, patch_size=4, image_size=32)
     if image_size is not None:
         cfg = dataclasses.replace(cfg, image_size=image_size)
@@ -150,41 +210,38 @@ def _vit(name: str, num_classes: int, in_channels: int, small_input: bool, image
                              attention_dropout=attention_dropout, name=name)
 
 
+@register_model(twin="vit_b_16")
 def vit_b_16(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
              image_size: int | None = None, dropout: float = 0.0, attention_dropout: float = 0.0) -> VisionTransformer:
     """ViT-B/16 (Dosovitskiy et al. 2021, Table 1): 12 layers, D=768, 12 heads, 16x16 patches."""
     return _vit("vit_b_16", num_classes, in_channels, small_input, image_size, dropout, attention_dropout)
 
 
+@register_model(twin="vit_b_32")
 def vit_b_32(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
              image_size: int | None = None, dropout: float = 0.0, attention_dropout: float = 0.0) -> VisionTransformer:
     """ViT-B/32 (Dosovitskiy et al. 2021, Table 1): ViT-B with 32x32 patches."""
     return _vit("vit_b_32", num_classes, in_channels, small_input, image_size, dropout, attention_dropout)
 
 
+@register_model(twin="vit_l_16")
 def vit_l_16(*, num_classes: int = 1000, in_channels: int = 3, small_input: bool = False,
              image_size: int | None = None, dropout: float = 0.0, attention_dropout: float = 0.0) -> VisionTransformer:
     """ViT-L/16 (Dosovitskiy et al. 2021, Table 1): 24 layers, D=1024, 16 heads, 16x16 patches."""
     return _vit("vit_l_16", num_classes, in_channels, small_input, image_size, dropout, attention_dropout)
 
 
+@register_model(small_only=True, input_size=(1, 28, 28))
 def vit_tiny_28(*, num_classes: int = 10, in_channels: int = 1, small_input: bool = True,
                 image_size: int | None = None, dropout: float = 0.0,
                 attention_dropout: float = 0.0) -> VisionTransformer:
     """A 4-layer, D=64 ViT for 28x28 images (4x4 patches); pass image_size=32 for CIFAR-sized images."""
-    _only_small("vit_tiny_28", small_input)
-    return _vit("vit_tiny_28", num_classes, in_channels, True, image_size, dropout, attention_dropout)
+    return _vit("vit_tiny_28", num_classes, in_channels, small_input, image_size, dropout, attention_dropout)
 
 
+@register_model(small_only=True, input_size=(1, 28, 28))
 def vit_small_28(*, num_classes: int = 10, in_channels: int = 1, small_input: bool = True,
                  image_size: int | None = None, dropout: float = 0.0,
                  attention_dropout: float = 0.0) -> VisionTransformer:
     """A 6-layer, D=128 ViT for 28x28 images (4x4 patches); pass image_size=32 for CIFAR-sized images."""
-    _only_small("vit_small_28", small_input)
-    return _vit("vit_small_28", num_classes, in_channels, True, image_size, dropout, attention_dropout)
-
-
-def _only_small(name: str, small_input: bool) -> None:
-    if not small_input:
-        raise ValueError(f"{name} is a small-input model (28x28 images) and has no 224x224 form; "
-                         f"use vit_b_16, vit_b_32 or vit_l_16 for ImageNet-sized images")
+    return _vit("vit_small_28", num_classes, in_channels, small_input, image_size, dropout, attention_dropout)
