@@ -295,26 +295,15 @@ def empirical_receptive_field(model: nn.Module, input_size: InputSize = (1, 3, 2
 
 
 def model_stages(model: nn.Module) -> dict[str, nn.Module]:
-    """``lib``'s VGG, ResNet or EfficientNet cut after each stage, each cut a module from the input to the end
-    of that stage that ``torch.fx`` can trace (``forward_features`` checks its input with Python ``if``s, which
-    symbolic tracing cannot follow). The last entry is the whole feature extractor.
-
-    Recognised by structure: ``stage_names`` (ResNet: ``stem``, ``layer1``..), ``features`` with max pooling
-    (VGG: a stage ends at each pooling, ``pool1``..), ``features`` (EfficientNet: ``features.0``..).
-    """
-    if hasattr(model, "stage_names"):
-        stem = [model.conv1, model.bn1, model.relu, model.maxpool]
-        out = {"stem": nn.Sequential(*stem)}
-        for n, name in enumerate(model.stage_names):
-            out[name] = nn.Sequential(*stem, *(getattr(model, s) for s in model.stage_names[:n + 1]))
-        return out
-    features = getattr(model, "features", None)
-    if isinstance(features, nn.Sequential):
-        cuts = [i + 1 for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
-        if cuts:
-            return {f"pool{n + 1}": features[:c] for n, c in enumerate(cuts)}
-        return {f"features.{i}": features[:i + 1] for i in range(len(features))}
-    raise TypeError(f"model_stages knows lib's VGG, ResNet and EfficientNet, not {type(model).__name__}")
+    """A ``lib`` model cut after each of its feature stages (``model.stages()`` without the head): stage name ->
+    the module from the input to the end of that stage, which ``torch.fx`` can trace (``forward_features``
+    checks its input with Python ``if``s, which symbolic tracing cannot follow). The last entry is the whole
+    feature extractor, e.g. ``stem``, ``layer1`` .. ``layer4`` for a ResNet, ``conv1`` .. ``conv5`` for a VGG
+    (each block ending with its pooling)."""
+    if not hasattr(model, "stages"):
+        raise TypeError(f"model_stages needs a lib model with stages(); {type(model).__name__} has none")
+    features = [(name, m) for name, m in model.stages().items() if name != "head"]
+    return {name: nn.Sequential(*(m for _, m in features[:k + 1])) for k, (name, _) in enumerate(features)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,6 @@ measurement on real copies of every hidden case.
 """
 from __future__ import annotations
 
-import math
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,11 +21,10 @@ from torch import nn
 from grader.checks.base import fail, quiet
 from grader.checks.integrity import assert_untampered, reference  # noqa: F401 (the cells call it)
 from lib.analysis import model_stages
-from lib.models import efficientnet_b0, resnet18, resnet34, resnet50
-from lib.models.blocks import SqueezeExcitation, make_shortcut
+from lib.models import efficientnet_b0, resnet18, resnet34, resnet50, vgg11, vgg16, vgg19
+from lib.models.blocks import make_shortcut
 from lib.models.branching import branching_model
 from lib.models.resnet import ResNet
-from lib.models.vgg import VGG_CONFIGS, make_features
 from lib.scratch import output_size, pair
 
 # Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill 2019, Table 1:
@@ -366,23 +363,15 @@ class _BottleneckV1(nn.Module):
         return self.relu(self.conv3(self.relu(self.conv2(self.relu(self.conv1(x))))) + identity)
 
 
-class _VGGFeatures(nn.Module):
-    """A VGG's feature extractor without its classifier."""
-
-    def __init__(self, name: str = "vgg16"):
-        super().__init__()
-        self.features = make_features(VGG_CONFIGS[name])
-
-
 _FEATURE_EXTRACTORS = {
-    "vgg16": _VGGFeatures, "vgg11": lambda: _VGGFeatures("vgg11"), "vgg19": lambda: _VGGFeatures("vgg19"),
-    "resnet50": resnet50, "resnet18": resnet18, "resnet34": resnet34, "efficientnet_b0": efficientnet_b0,
-    "resnet50_v1": lambda: ResNet(_BottleneckV1, (3, 4, 6, 3)),
+    "vgg16": vgg16, "vgg11": vgg11, "vgg19": vgg19, "resnet50": resnet50, "resnet18": resnet18, "resnet34": resnet34,
+    "efficientnet_b0": efficientnet_b0, "resnet50_v1": lambda: ResNet(_BottleneckV1, (3, 4, 6, 3)),
 }
 
 
 def published_feature_extractor(name: str, *, device: str = "meta") -> nn.Module:
-    """The whole feature extractor of a named network (the last of ``model_stages``), on ``device``."""
+    """The whole feature extractor of a named network (the last of ``model_stages``), on ``device`` (the meta
+    device by default: VGG's 124M-parameter classifier then costs nothing)."""
     with torch.device(device):
         model = _FEATURE_EXTRACTORS[name]().eval()
     return list(model_stages(model).values())[-1]
@@ -415,7 +404,7 @@ def check_rf_published(fn: Callable, name: str, *, input_size: Sequence[int] = (
 def check_rf_stages(fn: Callable, stage_fields: dict, *, input_size: Sequence[int] = (3, 224, 224)) -> None:
     """The per-stage analysis: for each network a dict stage name -> Field, in order, each entry what the
     reference gives for that stage (so each is what ``fn`` should give)."""
-    builders = {"VGG-16": _VGGFeatures, "ResNet-50": resnet50, "EfficientNet-B0": efficientnet_b0}
+    builders = {"VGG-16": vgg16, "ResNet-50": resnet50, "EfficientNet-B0": efficientnet_b0}
     missing = [k for k in builders if k not in stage_fields]
     if missing:
         fail(f"stage_fields has no entry for {missing}: analyse all three networks")
