@@ -42,6 +42,11 @@ lab: setup data
 clean:
 	rm -rf _build .jupyter_cache
 
+# Write _config.yml's repository.url into every chapter's first cell (what Colab installs the course from).
+.PHONY: colab-cells
+colab-cells: setup
+	$(BIN)/python scripts/colab_cells.py
+
 # For students: run a notebook's visible tests; exits 1 when one fails. make validate NB=exercises/mixed_pooling/mixed_pooling.ipynb
 VALIDATE := $(BIN)/python scripts/validate.py
 .PHONY: validate

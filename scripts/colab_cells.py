@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""The first code cell of every chapter: outside the course's environment (Colab, a bare Jupyter) it fetches
+the course from its repository and installs it; inside, it does nothing and prints nothing.
+
+The repository is named once, in _config.yml (``repository.url``); a notebook opened in Colab has nothing
+but its own cells, so the URL is written into each chapter's cell by this script:
+
+    python scripts/colab_cells.py            # (re)write the cell in every chapter from _config.yml
+    python scripts/colab_cells.py --check    # exit 1 if a chapter's cell is missing or names another URL
+
+A fork changes ``repository.url`` in _config.yml and runs ``make colab-cells``; the tests run ``--check``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TAG = "course-install"
+
+TEMPLATE = '''# Outside the course's own environment (Colab, a fresh Jupyter), fetch the course and install it; inside it,
+# this cell does nothing. The address comes from the course's _config.yml (`make colab-cells` writes it here).
+import importlib.util, subprocess, sys
+from pathlib import Path
+
+COURSE_REPOSITORY = "{url}"
+if importlib.util.find_spec("lib") is None:
+    course = Path.home() / "cnn-course"
+    if not course.exists():
+        subprocess.run(["git", "clone", "--depth", "1", COURSE_REPOSITORY, str(course)], check=True)
+    # --no-deps: use the environment's own torch, torchvision, numpy, pandas, matplotlib, scikit-image
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(course)], check=True)
+    sys.path.insert(0, str(course))  # this kernel sees it at once
+    subprocess.run([sys.executable, "-m", "lib.data", "prepare", "--download"], cwd=course, check=True)'''
+
+
+def repository_url(root: Path = ROOT) -> str:
+    return yaml.safe_load((root / "_config.yml").read_text())["repository"]["url"]
+
+
+def cell_source(url: str) -> str:
+    return TEMPLATE.format(url=url)
+
+
+def chapters(root: Path = ROOT) -> list[Path]:
+    return sorted((root / "book").glob("*.ipynb"))
+
+
+def _install_cell(nb: dict) -> dict | None:
+    return next((c for c in nb["cells"] if TAG in c.get("metadata", {}).get("tags", [])), None)
+
+
+def write(root: Path = ROOT) -> list[str]:
+    changed = []
+    source = cell_source(repository_url(root))
+    for path in chapters(root):
+        nb = json.loads(path.read_text())
+        cell = _install_cell(nb)
+        if cell is None:
+            first_code = next(i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code")
+            cell = {"cell_type": "code", "execution_count": None, "id": TAG, "metadata": {"tags": [TAG]},
+                    "outputs": [], "source": ""}
+            nb["cells"].insert(first_code, cell)
+        lines = source.split("\n")
+        new = [line + "\n" for line in lines[:-1]] + [lines[-1]]
+        if cell["source"] != new:
+            cell["source"] = new
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(path.name)
+    return changed
+
+
+def check(root: Path = ROOT) -> list[str]:
+    source, problems = cell_source(repository_url(root)), []
+    for path in chapters(root):
+        cell = _install_cell(json.loads(path.read_text()))
+        if cell is None:
+            problems.append(f"{path.name}: no install cell (tagged {TAG!r})")
+        elif "".join(cell["source"]) != source:
+            problems.append(f"{path.name}: its install cell is not the one _config.yml's repository.url gives")
+    return problems
+
+
+if __name__ == "__main__":
+    if "--check" in sys.argv[1:]:
+        found = check()
+        print("\n".join(found) or "every chapter's install cell names _config.yml's repository")
+        sys.exit(1 if found else 0)
+    names = write()
+    print(f"install cell written in {len(names)} chapter(s): {', '.join(names) or 'none needed'}")
