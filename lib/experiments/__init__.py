@@ -146,7 +146,7 @@ def run(name: str, *, quick: bool = False, out_dir: Path | None = None, allow_di
 
 def artifact(record: dict[str, Any], filename: str, results_dir: Path | None = None) -> Path:
     """The path of a file an experiment wrote, after checking it is the file its record describes."""
-    path = Path(results_dir or RESULTS_DIR) / filename
+    path = Path(results_dir or os.environ.get("CNN_COURSE_RESULTS_DIR") or RESULTS_DIR) / filename
     listed = record.get("artifacts", {}).get(filename)
     if listed is None:
         raise ArtifactMismatchError(f"results/{record['name']}.json lists no artifact {filename!r} (it lists "
@@ -165,13 +165,18 @@ def artifact(record: dict[str, Any], filename: str, results_dir: Path | None = N
 
 
 def load(name: str, results_dir: Path | None = None) -> dict[str, Any]:
-    """The committed record of experiment ``name`` (results and provenance)."""
-    path = Path(results_dir or RESULTS_DIR) / f"{name}.json"
+    """The committed record of experiment ``name`` (results and provenance).
+
+    For work on a chapter before the full run exists: ``CNN_COURSE_RESULTS_DIR=runs`` reads records from
+    another folder, and ``CNN_COURSE_ALLOW_QUICK=1`` accepts a ``--quick`` record (never in the book's build).
+    """
+    results_dir = results_dir or os.environ.get("CNN_COURSE_RESULTS_DIR") or RESULTS_DIR
+    path = Path(results_dir) / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `python -m lib.experiments {name}` "
                                 f"(from the repository root, in the course's environment) to make it")
     record = json.loads(path.read_text())
-    if record.get("quick"):
+    if record.get("quick") and os.environ.get("CNN_COURSE_ALLOW_QUICK") != "1":
         raise ValueError(f"{path} holds a --quick smoke run, not real results: run "
                          f"`python -m lib.experiments {name}` without --quick")
     return record
