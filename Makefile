@@ -80,7 +80,7 @@ bench-course: setup data
 	$(BIN)/python benchmarks/bench_course.py --json results/course-benchmark.json
 
 # ---- instructors (nbgrader): the flow is explained in book/instructors.md; the commands are the grader's
-.PHONY: exercises check-exercises collect autograde feedback grades student-release
+.PHONY: exercises check-exercises collect autograde feedback grades student-release sandbox
 GRADE := $(BIN)/python -m grader
 # An instructor validating a submission runs the hidden tests too (solutions/) through the grader.
 VALIDATE := $(GRADE) validate
@@ -112,6 +112,10 @@ feedback: setup
 # One CSV row per student and assignment (default feedback/grades.csv, which git ignores; CSV=path to change).
 grades: setup
 	$(GRADE) export $(or $(CSV),feedback/grades.csv)
+
+# Whether the sandbox runs here, its limits and the bubblewrap command line it starts a kernel with.
+sandbox: setup
+	$(GRADE) sandbox
 
 # The tree to publish to students (no solutions, grader, hidden tests or instructor targets): make student-release DIR=../course-release
 student-release:

@@ -171,6 +171,7 @@ def _progress(total: int, enabled: bool):
         return None
     from tqdm import tqdm
     return tqdm(total=total, unit="submission", desc="autograde", dynamic_ncols=True, file=sys.stderr,
+                disable=None,  # off when stderr is not a terminal (a log file), where a moving bar is noise
                 bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
 
 

@@ -8,6 +8,7 @@
     python -m grader export [CSV]              one CSV row per student and assignment (feedback/grades.csv)
     python -m grader validate NB.ipynb         run a notebook's tests (hidden ones too, for a solution); exit 1 on failure
     python -m grader student-release DIR       write the tree a course publishes to its students
+    python -m grader sandbox                   check that the sandbox runs here; print its limits and command line
 
 Every command runs in the course root (``--root``, default: the repository), where nbgrader_config.py is.
 `nbgrader validate` exits 0 even when tests fail, and `nbgrader autograde` stops at nothing but reports
@@ -66,6 +67,21 @@ def validate(notebook: Path, root: Path = REPO) -> int:
         return student.validate(notebook, student.course_config(root), SandboxedValidator)
 
 
+def describe_sandbox() -> int:
+    """What `make sandbox` prints: whether the sandbox runs here, its limits and the command it wraps a kernel in."""
+    limits = sandbox.Limits.from_env()
+    try:
+        sandbox.check()
+    except sandbox.SandboxUnavailable as e:
+        print(f"the sandbox cannot run here: {e}")
+        return 1
+    box = sandbox.Sandbox(Path("<submission folder>"), Path("<ipc folder>"), limits)
+    print(f"the sandbox runs here ({'as root: the kernel runs as its own user id' if box.as_root else 'as your user, in a user namespace'}).")
+    print(f"limits: {limits.describe()}")
+    print("a kernel starts as:\n  " + box.describe().replace(" --", " \\\n    --"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,12 +103,15 @@ def main(argv: list[str] | None = None) -> int:
                                          help="where to write (default: feedback/, which git ignores)")
     sub.add_parser("validate").add_argument("notebook", type=Path)
     sub.add_parser("student-release").add_argument("target", type=Path, help="an empty or new folder")
+    sub.add_parser("sandbox")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.command == "validate":
         notebook = args.notebook.resolve()
         course._env(notebook.parent)
         return validate(notebook, root)
+    if args.command == "sandbox":
+        return describe_sandbox()
     if args.command == "student-release":
         from grader.release import student_release
         return student_release(root, args.target.resolve())
