@@ -138,8 +138,12 @@ def _train_job(job: tuple[str, int, int, dict, Path, str]) -> dict:
 
 
 def run(*, quick: bool, out_dir: Path) -> dict:
-    cfg = QUICK if quick else FULL
-    parts = Path(out_dir) / "degradation.parts"
+    return run_config(QUICK if quick else FULL, out_dir, parts_name="degradation.parts")
+
+
+def run_config(cfg: dict, out_dir: Path, *, parts_name: str) -> dict:
+    """Train every (kind, depth, seed) of ``cfg``; finished networks are kept under ``out_dir/parts_name``."""
+    parts = Path(out_dir) / parts_name
     parts.mkdir(parents=True, exist_ok=True)
     from lib.experiments import code_state
 
