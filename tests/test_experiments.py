@@ -118,8 +118,8 @@ def test_degradation_resumes_with_the_networks_still_missing(tmp_path, monkeypat
     trained.clear()
 
     results = degradation.run(quick=True, out_dir=tmp_path)
-    assert sorted(trained) == ["plain-14", "resnet-14", "resnet-8"]
-    assert [r["name"] for r in results["runs"]] == ["plain-8", "resnet-8", "plain-14", "resnet-14"]
+    assert sorted(trained) == ["plain-14", "plain-14", "plain-8", "resnet-14", "resnet-14", "resnet-8", "resnet-8"]
+    assert [r["name"] for r in results["runs"]][::2] == ["plain-8", "resnet-8", "plain-14", "resnet-14"]
     assert results["runs"][0]["test_accuracy"] == 0.25
     assert not parts.exists(), "the parts are removed once the run is complete"
 
@@ -158,7 +158,8 @@ def test_degradation_quick_run_writes_a_record(tmp_path):
     record = json.loads(path.read_text())
     assert record["quick"] and record["provenance"]["wall_seconds"] > 0
     runs = record["results"]["runs"]
-    assert [r["name"] for r in runs] == ["plain-8", "resnet-8", "plain-14", "resnet-14"]
+    assert [(r["name"], r["seed"]) for r in runs] == [(n, s) for n in ("plain-8", "resnet-8", "plain-14", "resnet-14")
+                                                      for s in (0, 1)]
     assert record["provenance"]["commit"] and "uncommitted_changes" in record["provenance"]
     for r in runs:
         assert len(r["batch_train_error"]) == r["steps_per_epoch"] * len(r["epochs"])
@@ -234,4 +235,4 @@ def test_a_failed_network_is_reported_and_the_others_are_kept(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="resnet-8 seed 0: FloatingPointError.*run the same command again"):
         degradation.run(quick=True, out_dir=tmp_path)
     kept = sorted(p.name.split("-seed")[0] for p in (tmp_path / "degradation.parts").glob("*.json"))
-    assert kept == ["plain-14", "plain-8", "resnet-14"]
+    assert kept == ["plain-14", "plain-14", "plain-8", "plain-8", "resnet-14", "resnet-14"]

@@ -48,7 +48,7 @@ FULL = {"depths": (20, 56), "seeds": (0, 1, 2), "train_subset": 20_000, "val_sub
         "epochs": 6, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4,
         "optimizer": "momentum", "optimizer_text": "SGD, momentum 0.9 (He et al. 2015)",
         "warmup_steps": 125, "warmup_from_lr": 0.01, "warmup": "linear", "schedule": "cosine", "data_seed": 0}
-QUICK = {**FULL, "depths": (8, 14), "seeds": (0,), "train_subset": 256, "val_subset": 128, "test_subset": 256,
+QUICK = {**FULL, "depths": (8, 14), "seeds": (0, 1), "train_subset": 256, "val_subset": 128, "test_subset": 256,
          "epochs": 1, "batch_size": 64, "warmup_steps": 2}
 
 
