@@ -7,6 +7,8 @@
     unfreeze(model, ["layer3"])               # ... or one more stage: gradual unfreezing
     torch.optim.Adam(param_groups(model, lr=1e-3, decay=0.3))   # discriminative learning rates
     features, labels = extract_features(model, loader)          # the frozen backbone's outputs, once
+    z, mean, std = standardize(features)                        # per-feature zero mean, unit variance
+    recalibrate_batchnorm(model, loader)                        # BatchNorm statistics of the target images
     load_torchvision_weights(model, "resnet18")                 # ImageNet weights, where they can be downloaded
 
 A model is cut into *stages*, input to output, the last one being the ``"head"`` (the final linear
@@ -14,7 +16,9 @@ layer): the model's own ``stages()``, which every ``lib`` model has (the contrac
 ``lib.models.registry``), or, for other models, every top-level child that owns parameters.
 ``stages(model)`` lists each stage's parameters. Freezing a stage stops its gradients *and* keeps its
 BatchNorm layers in evaluation mode (their running statistics stay those of the source task), which
-is what "frozen" means for a network with BatchNorm.
+is what "frozen" means for a network with BatchNorm. ``recalibrate_batchnorm`` replaces those statistics
+by the target images' own (one pass in training mode, no gradients), e.g. for a randomly initialised
+backbone, whose stored statistics (mean 0, variance 1) describe no image at all.
 
 ``class_task`` cuts a labelled dataset down to some classes (optionally ``per_class`` examples of
 each) and relabels them 0..k-1: the course's source and target tasks are two halves of Fashion-MNIST.
@@ -34,7 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lib.train import History, fit
+from lib.train import History, fit, make_scheduler
 
 # The course's split of Fashion-MNIST (lib.data.CLASSES): pretrain on five kinds of clothing,
 # transfer to sandals, shirts, sneakers, bags and ankle boots.
@@ -225,11 +229,19 @@ def param_groups(model: nn.Module, lr: float, *, decay: float = 1.0,
 
 def fit_gradual_unfreezing(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None, *,
                            epochs_per_phase: int | Sequence[int], lr: float, decay: float = 1.0,
-                           phases: int | None = None, weight_decay: float = 0.0, **fit_kwargs) -> History:
-    """Train the head alone, then unfreeze one more stage (from the output backwards) per phase, each
-    phase a fresh ``lib.train.fit`` with per-stage learning rates (``param_groups(model, lr, decay=decay)``)
-    and its own cosine schedule. ``phases`` defaults to one per stage (the last trains everything).
-    Returns one ``History`` over all phases, with a ``phase`` and ``trainable_params`` column."""
+                           phases: int | None = None, weight_decay: float = 0.0, restarts: bool = False,
+                           **fit_kwargs) -> History:
+    """Train the head alone, then unfreeze one more stage (from the output backwards) per phase, with
+    per-stage learning rates (``param_groups(model, lr, decay=decay)``). ``phases`` defaults to one per
+    stage (the last trains everything).
+
+    By default the whole run is *one* Adam optimizer and *one* cosine schedule over all phases' steps
+    (``warmup_steps`` in ``fit_kwargs`` apply once, at the start): a stage unfrozen later joins at the
+    learning rate the schedule has reached, with fresh Adam moments. ``restarts=True`` is the older
+    variant: every phase a fresh ``lib.train.fit`` with a new Adam and its own cosine schedule, so the
+    learning rate jumps back to ``lr`` at each phase (warm restarts) and the phases are not one schedule.
+    Returns one ``History`` over all phases, with a ``phase``, ``unfrozen`` and ``trainable_params`` column.
+    """
     order = list(reversed(stage_names(model)))  # head first
     phases = len(order) if phases is None else phases
     if not 1 <= phases <= len(order):
@@ -240,15 +252,32 @@ def fit_gradual_unfreezing(model: nn.Module, train_loader: DataLoader, val_loade
     freeze(model, [s for s in order if s != "head"])
     unfreeze(model, ["head"])
     history = History()
-    for k, epochs in enumerate(per_phase):
-        unfreeze(model, order[:k + 1])
-        opt = torch.optim.Adam(param_groups(model, lr, decay=decay), weight_decay=weight_decay)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        h = fit(model, train_loader, val_loader, epochs=epochs, lr=lr, optimizer=opt, schedule="cosine",
-                **fit_kwargs)
-        for e in h.epochs:
-            history.epochs.append(e | {"epoch": len(history.epochs) + 1, "phase": k + 1,
-                                       "unfrozen": order[k], "trainable_params": trainable})
+    opt, hook = None, None
+    if not restarts:  # every stage's group from the start: Adam skips a frozen stage (its gradients are None)
+        opt = torch.optim.Adam(param_groups(model, lr, decay=decay, trainable_only=False), weight_decay=weight_decay)
+        max_batches = fit_kwargs.get("max_batches")
+        steps = len(train_loader) if max_batches is None else min(max_batches, len(train_loader))
+        sched = make_scheduler(opt, sum(per_phase) * steps, schedule="cosine",
+                               warmup_steps=fit_kwargs.pop("warmup_steps", 0))
+        hook = opt.register_step_post_hook(lambda *args: sched.step())
+    try:
+        for k, epochs in enumerate(per_phase):
+            unfreeze(model, order[:k + 1])
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            if restarts:
+                opt = torch.optim.Adam(param_groups(model, lr, decay=decay), weight_decay=weight_decay)
+                h = fit(model, train_loader, val_loader, epochs=epochs, lr=lr, optimizer=opt, schedule="cosine",
+                        **fit_kwargs)
+            else:
+                h = fit(model, train_loader, val_loader, epochs=epochs, lr=lr, optimizer=opt, schedule=None,
+                        **fit_kwargs)
+            for e in h.epochs:
+                history.epochs.append(e | {"epoch": len(history.epochs) + 1, "phase": k + 1,
+                                           "unfrozen": order[k], "trainable_params": trainable,
+                                           "head_lr": opt.param_groups[-1]["lr"]})
+    finally:
+        if hook is not None:
+            hook.remove()
     return history
 
 
@@ -282,6 +311,61 @@ def extract_features(model: nn.Module, loader: DataLoader, *,
     finally:
         model.train(was_training)
     return torch.cat(feats), torch.cat(labels)
+
+
+def standardize(features: torch.Tensor, mean: torch.Tensor | None = None,
+                std: torch.Tensor | None = None, *, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``((features - mean) / std, mean, std)`` per feature, (N, F) -> (N, F). Without ``mean`` and ``std``
+    they are the features' own (pass the training features' to standardise validation and test features
+    the same way). A linear probe on standardised features sees every feature at the same scale, whatever
+    the backbone: see :func:`fold_standardization` to put the probe back on the raw features."""
+    if mean is None or std is None:
+        mean, std = features.mean(0), features.std(0)
+    return (features - mean) / (std + eps), mean, std
+
+
+@torch.no_grad()
+def fold_standardization(linear: nn.Linear, mean: torch.Tensor, std: torch.Tensor, *, eps: float = 1e-6) -> nn.Linear:
+    """Turn a head trained on ``standardize``-d features into the same head on raw features, in place:
+    ``W z + b`` with ``z = (f - mean) / (std + eps)`` is ``(W / (std + eps)) f + (b - (W / (std + eps)) mean)``.
+    The model then classifies images directly, as if the probe had been trained on its own features."""
+    w = linear.weight / (std + eps)  # (classes, F)
+    linear.bias.sub_(w @ mean)
+    linear.weight.copy_(w)
+    return linear
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, *,
+                          device: torch.device | str | None = None) -> nn.Module:
+    """Replace every BatchNorm layer's running mean and variance by those of the images in ``loader``:
+    one pass in training mode, without gradients, each layer averaging over all batches (``momentum=None``)
+    rather than keeping a running average. The weights do not change, only the statistics an eval-mode
+    forward normalises with; frozen BatchNorm layers (see :func:`freeze`) are recalibrated too and stay
+    frozen. Use it where the stored statistics do not describe the images: a randomly initialised network
+    (mean 0, variance 1 in every layer) or a new domain (Li et al. 2016's AdaBN). Returns the model."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model
+    was_training, saved = model.training, [(bn.momentum, getattr(bn, "_frozen_hook", None)) for bn in bns]
+    for bn in bns:
+        if hasattr(bn, "_frozen_hook"):
+            bn._frozen_hook.remove()
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the pass
+    try:
+        model.train()
+        for x, _ in loader:
+            model(x.to(device))
+    finally:
+        model.train(was_training)
+        for bn, (momentum, hook) in zip(bns, saved):
+            bn.momentum = momentum
+            if hook is not None:
+                bn._frozen_hook = bn.register_forward_pre_hook(_keep_in_eval)
+                bn.eval()
+    return model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +458,13 @@ def load_torchvision_weights(model: nn.Module, name: str | None = None, weights:
         else:
             mismatched.append(f"{key}: checkpoint {tuple(value.shape)}, model {tuple(target)}")
     if mismatched:
-        raise ValueError(f"{label} does not fit this model: " + "; ".join(mismatched))
+        hint = ""
+        if "conv1.weight" in state and "conv1.weight" in own and state["conv1.weight"].shape[2:] != own["conv1.weight"].shape[2:]:
+            hint = (f". Its first convolution is {tuple(own['conv1.weight'].shape[2:])}, the checkpoint's "
+                    f"{tuple(state['conv1.weight'].shape[2:])}: build the model with torchvision's stem "
+                    f"(small_input=False, e.g. models.resnet18(in_channels=1, num_classes=5)) and feed it images "
+                    f"of at least {getattr(model, 'min_size', 32)} pixels")
+        raise ValueError(f"{label} does not fit this model: " + "; ".join(mismatched) + hint)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or set(missing) - set(skipped):
         raise ValueError(f"{label} does not fit this model: missing {sorted(set(missing) - set(skipped))}, "
@@ -388,15 +478,30 @@ def load_torchvision_weights(model: nn.Module, name: str | None = None, weights:
 BACKBONE_CHECKPOINT = "backbone_fmnist_source.pt"
 
 
-def load_pretrained_backbone(path: str | Path | None = None) -> tuple[nn.Module, dict]:
+def load_pretrained_backbone(path: str | Path | None = None, *,
+                             record: dict | None = None) -> tuple[nn.Module, dict]:
     """The course's ResNet-20 pretrained on Fashion-MNIST's ``SOURCE_CLASSES`` (made by
     ``python -m lib.experiments pretrain_backbone``): the model with its source-task head, and the
-    checkpoint's metadata."""
-    from lib.experiments import RESULTS_DIR
+    checkpoint's metadata.
+
+    Without ``path`` the file is the one the committed record ``results/pretrain_backbone.json`` describes
+    (``$CNN_COURSE_RESULTS_DIR`` if set), and its sha256 is checked against that record through
+    ``lib.experiments.artifact`` before it is loaded: a changed or truncated checkpoint raises
+    ``ArtifactMismatchError``. With ``path`` (e.g. a ``--quick`` run's file) it is checked against
+    ``record`` when one is given, and loaded as it is otherwise."""
+    from lib import experiments
     from lib.models import build
     from lib.train import load_checkpoint
 
-    path = Path(path) if path is not None else RESULTS_DIR / BACKBONE_CHECKPOINT
+    if path is None or record is not None:
+        record = record if record is not None else experiments.load("pretrain_backbone")
+        filename = Path(path).name if path is not None else record["results"]["checkpoint"]
+        if filename not in record.get("artifacts", {}) and record["results"].get("checkpoint") == filename:
+            # a record made before checkpoints were listed as artifacts: its results hold the sha256
+            record = {**record, "artifacts": {filename: {"sha256": record["results"]["checkpoint_sha256"],
+                                                         "bytes": record["results"]["checkpoint_bytes"]}}}
+        path = experiments.artifact(record, filename, Path(path).parent if path is not None else None)
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `python -m lib.experiments pretrain_backbone` "
                                 f"(from the repository root) to make it")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import socket
 import time
 
@@ -341,3 +342,152 @@ def test_vit_vs_cnn_quick_run(tmp_path):
     assert all(0 <= r["test_acc"] <= 1 and r["train_seconds"] > 0 for r in runs)
     assert (tmp_path / record["results"]["checkpoint"]).is_file()
     assert not (tmp_path / "vit_vs_cnn.parts").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The transfer chapter's fixes: one schedule for gradual unfreezing, BatchNorm recalibration,
+# standardised probes, the verified backbone, the ImageNet cell, the fair comparison of methods
+# ---------------------------------------------------------------------------------------------
+def _tiny_loader(n: int = 16, batch_size: int = 8) -> DataLoader:
+    torch.manual_seed(0)
+    return DataLoader(TensorDataset(torch.randn(n, 1, 28, 28), torch.randint(0, 3, (n,))), batch_size=batch_size)
+
+
+def test_gradual_unfreezing_is_one_schedule_unless_restarts():
+    loader = _tiny_loader()  # 2 steps per epoch
+    torch.manual_seed(0)
+    h = transfer.fit_gradual_unfreezing(models.resnet20(in_channels=1, num_classes=3), loader, epochs_per_phase=1,
+                                        lr=1e-3, decay=0.5, phases=3, progress=False).frame()
+    steps = 3 * 2
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * k / steps)) for k in (2, 4, 6)]  # after each epoch's steps
+    assert list(h["head_lr"]) == pytest.approx(expected), "one cosine over all phases, not one per phase"
+    torch.manual_seed(0)
+    r = transfer.fit_gradual_unfreezing(models.resnet20(in_channels=1, num_classes=3), loader, epochs_per_phase=1,
+                                        lr=1e-3, decay=0.5, phases=3, restarts=True, progress=False).frame()
+    assert list(r["head_lr"]) == pytest.approx([0.0, 0.0, 0.0]), "each phase anneals its own schedule to zero"
+
+
+def test_gradual_unfreezing_with_one_optimizer_keeps_frozen_stages_still():
+    torch.manual_seed(0)
+    model = models.resnet20(in_channels=1, num_classes=3)
+    stem, bn_mean = model.conv1.weight.detach().clone(), model.bn1.running_mean.clone()
+    layer3 = model.layer3[0].conv1.weight.detach().clone()
+    transfer.fit_gradual_unfreezing(model, _tiny_loader(), epochs_per_phase=1, lr=1e-2, phases=2, progress=False)
+    assert torch.equal(model.conv1.weight, stem) and torch.equal(model.bn1.running_mean, bn_mean)
+    assert not torch.equal(model.layer3[0].conv1.weight, layer3), "layer3 was unfrozen in phase 2 and trained"
+
+
+def test_recalibrated_batchnorm_gives_eval_mode_the_batch_statistics():
+    torch.manual_seed(0)
+    model = models.resnet20(in_channels=1, num_classes=3)
+    x = torch.randn(256, 1, 28, 28) * 3 + 1
+    loader = DataLoader(TensorDataset(x, torch.zeros(256, dtype=torch.long)), batch_size=64)
+    before = copy.deepcopy(model.state_dict())
+    transfer.freeze(model)
+    transfer.recalibrate_batchnorm(model, loader)
+    model.eval()
+    feats = model.forward_features(x).mean(dim=(2, 3)).detach()
+    with torch.no_grad():
+        y = model.bn1(model.conv1(x))  # the first BatchNorm now normalises these images: mean 0, sd 1 per channel
+    torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(16), atol=2e-3, rtol=0)
+    torch.testing.assert_close(y.std(dim=(0, 2, 3)), torch.ones(16), atol=2e-2, rtol=0)
+    assert feats.std(0).mean() < 10, "recalibrated features keep a sane scale"
+    for key, value in model.state_dict().items():  # only running statistics changed, and momentum is restored
+        if not any(s in key for s in ("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(value, before[key]), key
+    assert model.bn1.momentum == 0.1 and hasattr(model.bn1, "_frozen_hook"), "still frozen"
+    stats = model.bn1.running_mean.clone()
+    model.train()
+    model(x[:8])  # a frozen BatchNorm normalises with its (recalibrated) statistics even in training mode
+    assert not model.bn1.training and torch.equal(model.bn1.running_mean, stats)
+
+
+def test_standardized_probe_folds_into_the_raw_head():
+    torch.manual_seed(0)
+    f = torch.randn(50, 8) * torch.linspace(0.1, 30, 8) + 5
+    z, mean, std = transfer.standardize(f)
+    torch.testing.assert_close(z.mean(0), torch.zeros(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.ones(8), atol=1e-4, rtol=0)
+    head = nn.Linear(8, 3)
+    logits = head(z)
+    transfer.fold_standardization(head, mean, std)
+    torch.testing.assert_close(head(f), logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(transfer.standardize(f[:5], mean, std)[0], z[:5])
+
+
+def test_shipped_backbone_is_checked_against_its_record(tmp_path):
+    path = experiments.RESULTS_DIR / transfer.BACKBONE_CHECKPOINT
+    if not path.is_file():
+        pytest.skip("results/backbone_fmnist_source.pt not made yet (python -m lib.experiments pretrain_backbone)")
+    record = experiments.load("pretrain_backbone")
+    copy_ = tmp_path / path.name
+    copy_.write_bytes(path.read_bytes())
+    model, _ = transfer.load_pretrained_backbone(copy_, record=record)  # the same bytes: loads
+    assert transfer.stage_names(model)[-1] == "head"
+    copy_.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(experiments.ArtifactMismatchError, match="changed or truncated"):
+        transfer.load_pretrained_backbone(copy_, record=record)
+
+
+def test_a_small_input_stem_says_how_to_take_imagenet_weights(cached_resnet18):
+    with pytest.raises(ValueError, match=r"small_input=False"):
+        transfer.load_torchvision_weights(models.resnet18(num_classes=5, in_channels=1, small_input=True), "resnet18")
+
+
+def test_the_chapters_imagenet_cell_loads_torchvision_weights(cached_resnet18, capsys):
+    """The transfer chapter's own cell, run with torchvision weights in the cache: it loads them, and the
+    model it builds computes torchvision's features of a grey image (R = G = B)."""
+    from pathlib import Path
+    chapter = json.loads((Path(__file__).resolve().parents[1] / "book" / "transfer.ipynb").read_text())
+    cells = ["".join(c["source"]) for c in chapter["cells"]
+             if c["cell_type"] == "code" and "load_torchvision_weights(" in "".join(c["source"])]
+    assert len(cells) == 1, "the chapter has one cell that loads torchvision's weights"
+    namespace = {"models": models, "transfer": transfer, "torch": torch}
+    exec(compile(cells[0], "transfer.ipynb", "exec"), namespace)
+    assert "loaded ResNet18_Weights.IMAGENET1K_V1" in capsys.readouterr().out
+    model = namespace["model"].eval()
+    g = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        tv_features = torch.nn.Sequential(*list(cached_resnet18.children())[:-1])(g.expand(-1, 3, -1, -1)).flatten(1)
+        torch.testing.assert_close(transfer.pooled_features(model, g), tv_features)
+
+
+@pytest.mark.slow
+def test_transfer_methods_quick_run_resumes_and_records_every_method(tmp_path, monkeypatch):
+    from lib.experiments import transfer_methods as tm
+    monkeypatch.setattr(tm, "QUICK", {**tm.QUICK, "labels_per_class": 4, "val_per_class": 4, "test_per_class": 6,
+                                      "lrs": [1e-3, 3e-3]})
+    real, calls = tm._network_run, []
+
+    def dies_at_the_first_final_run(method, lr, seed, *, final, **kw):
+        if final:
+            raise RuntimeError("killed")
+        calls.append((method, lr, seed))
+        return real(method, lr, seed, final=final, **kw)
+
+    monkeypatch.setattr(tm, "_network_run", dies_at_the_first_final_run)
+    with pytest.raises(RuntimeError, match="killed"):
+        experiments.run("transfer_methods", quick=True, out_dir=tmp_path)
+    assert len(calls) == len(tm.NETWORKS) * 2 and (tmp_path / "transfer_methods.parts").is_dir()
+
+    def counts(method, lr, seed, *, final, **kw):
+        calls.append((method, lr, seed, final))
+        return real(method, lr, seed, final=final, **kw)
+
+    calls.clear()
+    monkeypatch.setattr(tm, "_network_run", counts)
+    record = json.loads(experiments.run("transfer_methods", quick=True, out_dir=tmp_path).read_text())
+    assert all(c[3] for c in calls), "the tuning runs finished before are not trained again"
+    assert not (tmp_path / "transfer_methods.parts").exists()
+    results = record["results"]
+    cfg = results["config"]
+    for method, name in results["methods"].items():
+        runs = [r for r in results["runs"] if r["method"] == name]
+        assert sorted(r["seed"] for r in runs) == cfg["seeds"] and len({r["lr"] for r in runs}) == 1
+        assert runs[0]["lr"] == results["chosen"][name]["lr"] and runs[0]["lr"] in cfg["lrs"]
+        assert all(r["steps"] == results["target"]["steps"] for r in runs), f"{method}: equal steps"
+        assert all(len(r["epochs"]) == cfg["epochs"] and "val_acc" in r["epochs"][-1] for r in runs)
+        assert all(r["test_images"] == 5 * cfg["test_per_class"] for r in runs)
+    tuned = [r for r in results["tuning"] if "test_acc" in r]
+    assert not tuned, "tuning runs never look at the test set"
+    assert set(results["methods"]) == set(tm.METHODS)

@@ -1,11 +1,18 @@
 """Pretrain the transfer chapter's backbone: ResNet-20 on Fashion-MNIST's five clothing classes 0-4.
 
 Source task: T-shirt/top, Trouser, Pullover, Dress, Coat (``lib.transfer.SOURCE_CLASSES``), all their
-training images (the course's validation split held out), light augmentation (flips, 2-pixel shifts).
-Writes the weights to ``results/backbone_fmnist_source.pt`` (about 1 MB) and the training record to
-``results/pretrain_backbone.json``. The target classes 5-9 are never seen. The state is saved after
-every epoch (``results/pretrain_backbone.parts/``): run the command again after an interruption and it
-continues; ``train_seconds`` counts the epochs' own time, ``resumes`` how often it was restarted.
+images in the course's training split (the validation split's images of these classes validate each
+epoch; its target-class images are never used), with light augmentation (random horizontal flips and
+shifts of up to 2 pixels). Recipe: ``EPOCHS`` epochs of SGD with Nesterov momentum 0.9, learning rate
+``LR`` annealed by a cosine schedule, weight decay ``WEIGHT_DECAY``, batch ``BATCH_SIZE``, seed ``SEED``.
+The target classes 5-9 are never seen.
+
+Writes the weights to ``<out_dir>/backbone_fmnist_source.pt`` (``results/`` for a full run, about 1 MB),
+listed in ``results["artifacts"]`` so that its sha256 goes into the record and is checked on every load
+(``lib.transfer.load_pretrained_backbone``), and the record to ``<out_dir>/pretrain_backbone.json``. The
+state is saved after every epoch (``<out_dir>/pretrain_backbone.parts/``): run the command again after an
+interruption and it continues; ``train_seconds`` counts the epochs' own time, ``resumes`` how often it was
+restarted. ``--quick`` trains one epoch on 64 images per class.
 """
 from __future__ import annotations
 
@@ -61,5 +68,6 @@ def run(*, quick: bool, out_dir: Path) -> dict:
         "source_test_acc": test["acc"], "source_test_loss": test["loss"],
         "checkpoint": path.name, "checkpoint_bytes": path.stat().st_size,
         "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "artifacts": [path.name],
         "resumes": max(e["resumes"] for e in history.epochs),
     }
