@@ -25,7 +25,7 @@ For each SE network it then measures, on data it was not fitted on:
 Each network is saved after every epoch under ``<out_dir>/se_ablation.parts/`` and kept there when finished,
 so an interrupted run resumes (the folder is removed at the end). Networks train in ``CNN_COURSE_WORKERS``
 worker processes (default 1) of one thread each; the results do not depend on the number of workers. The
-seed-0 SE network's weights are kept as ``se_ablation_se_seed0.pt`` (about 0.2 MB) for the chapter's
+seed-0 SE network's weights are kept as ``se_ablation_se_seed0.pt`` (about 0.3 MB) for the chapter's
 figures. ``--quick`` trains on 512 images for one epoch and two seeds.
 """
 from __future__ import annotations
