@@ -13,8 +13,8 @@ Two tables, both scored on the 10,000 Fashion-MNIST test images:
 ``SUBMITTED`` -- **all 38 rows** of the table of submitted results in the README of the dataset's repository
     (``SOURCES["readme"]``: repository, file, commit and date of the snapshot). The README says of them:
     "Note that **we haven't yet tested these results**" -- they are **not verified**, and they differ in
-    preprocessing, augmentation, training length and even in the data used (one fine-tunes an
-    ImageNet-pretrained ResNet-50; the human row labelled 1,000 sampled test images).
+    preprocessing, augmentation, training length and even in the data used (one fine-tunes a pretrained
+    ResNet-50; the human row labelled 1,000 sampled test images).
 
 Each row records, besides what its source prints, three columns this module adds (documented in
 :class:`Result`): ``family``, ``classical`` and ``spatial_prior`` (what, if anything, the method assumes about
@@ -63,7 +63,7 @@ class Result:
     the method treats the image as an unordered vector, so one fixed shuffle of the pixels of every image
     would not change it; "convolution"; "hand-made features (HOG)"; "rows as a sequence"; ``None``: not
     stated), ``augmentation`` (``True``/``False`` from the Preprocessing column, ``None`` where it does not
-    say), ``extra_data`` (trained on more than Fashion-MNIST's training set, e.g. ImageNet pretraining).
+    say), ``extra_data`` (trained on more than Fashion-MNIST's training set: a pretrained backbone).
     """
     classifier: str
     accuracy: float

@@ -107,6 +107,8 @@ def _epochs(history) -> list[dict]:
 
 def train_one(part: str, head: str, seed: int, cfg: dict, *, state_path: Path, out_dir: Path) -> dict:
     """One network: part ``"full"`` (tested, per-class counts, seed ``checkpoint_seed`` saved) or ``"heads"``."""
+    if cfg["schedule"] != "cosine":
+        raise ValueError(f"fit_resumable anneals with a cosine schedule; the configuration asks for {cfg['schedule']!r}")
     seed_everything(seed)
     model = build_live(head, tuple(cfg["config"]))
     train_loader, val_loader, test_loader = fashion_mnist_loaders(
