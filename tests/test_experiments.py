@@ -236,3 +236,77 @@ def test_a_failed_network_is_reported_and_the_others_are_kept(tmp_path, monkeypa
         degradation.run(quick=True, out_dir=tmp_path)
     kept = sorted(p.name.split("-seed")[0] for p in (tmp_path / "degradation.parts").glob("*.json"))
     assert kept == ["plain-14", "plain-14", "plain-8", "plain-8", "resnet-14", "resnet-14"]
+
+
+# ---------------------------------------------------------------------------------------------
+# vgg_fashion: seeds, the head comparison, the hashed checkpoint, resuming (the VGG chapter's record)
+# ---------------------------------------------------------------------------------------------
+def test_vgg_fashion_live_heads_differ_only_in_the_head():
+    x = torch.randn(2, 1, 28, 28)
+    nets = {h: vgg_fashion.build_live(h) for h in vgg_fashion.LIVE["heads"]}
+    for net in nets.values():
+        assert net(x).shape == (2, 10)
+        assert [k for k in net.state_dict() if k.startswith("features")] == \
+            [k for k in nets["flatten"].state_dict() if k.startswith("features")]
+    channels = vgg_fashion.LIVE["config"][-2]
+    assert count_params(nets["flatten"]) - count_params(nets["gap"]) == channels * 48 * 10, "49x the weights"
+    assert count_params(nets["gap"]) == count_params(nets["gap_dropout"])
+    assert any(isinstance(m, nn.Dropout) for m in nets["gap_dropout"].modules())
+    assert not any(isinstance(m, nn.Dropout) for m in nets["gap"].modules())
+    for net in nets.values():  # every head's linear layer starts as lib's VGG initialises it
+        linear = [m for m in net.classifier.modules() if isinstance(m, nn.Linear)]
+        assert len(linear) == 1 and not linear[0].bias.detach().any()
+        assert linear[0].weight.detach().std().item() == pytest.approx(0.01, rel=0.2)
+    with pytest.raises(ValueError, match="head must be"):
+        vgg_fashion.build_live("mlp")
+
+
+@pytest.mark.slow
+def test_vgg_fashion_quick_record_has_seeds_heads_and_a_checkpoint_that_retests_equal(tmp_path):
+    from lib.data import fashion_mnist_loaders
+    from lib.train import evaluate
+
+    record = json.loads(experiments.run("vgg_fashion", quick=True, out_dir=tmp_path).read_text())
+    r, q, live = record["results"], vgg_fashion.QUICK, vgg_fashion.LIVE_QUICK
+    assert [run["seed"] for run in r["runs"]] == list(q["seeds"])
+    assert {(run["head"], run["seed"]) for run in r["heads"]["runs"]} == {
+        (h, s) for h in live["heads"] for s in live["seeds"]}
+    assert not any("test_accuracy" in run for run in r["heads"]["runs"]), "the head choice never sees the test set"
+    for run in r["runs"]:
+        assert sum(run["per_class_correct"].values()) == run["test_correct"]
+        assert sum(run["per_class_total"].values()) == run["test_images"] == q["test_subset"]
+    path = experiments.artifact(record, r["checkpoint"], results_dir=tmp_path)   # listed, with its sha256
+    model = vgg_fashion.build(r["config"])
+    meta = load_checkpoint(path, model)["meta"]
+    *_, test_loader = fashion_mnist_loaders(batch_size=q["batch_size"], train_subset=q["train_subset"],
+                                            val_subset=q["val_subset"], test_subset=q["test_subset"],
+                                            seed=q["data_seed"])
+    kept = next(run for run in r["runs"] if run["seed"] == r["checkpoint_seed"])
+    assert round(evaluate(model, test_loader)["acc"] * kept["test_images"]) == kept["test_correct"] == meta["test_correct"]
+    assert not (tmp_path / "vgg_fashion.parts").exists()
+
+
+def test_vgg_fashion_resumes_from_its_finished_parts(tmp_path, monkeypatch):
+    trained = []
+
+    def stub(part, head, seed, cfg, *, state_path, out_dir):
+        if (part, head, seed) == ("heads", "gap", 1) and not trained.count("fail-once"):
+            trained.append("fail-once")
+            raise KeyboardInterrupt
+        trained.append((part, head, seed))
+        if part == "full" and seed == cfg["checkpoint_seed"]:
+            (out_dir / vgg_fashion.CHECKPOINT).write_bytes(b"weights")
+        extra = {"per_class_correct": dict.fromkeys(CLASSES, 1), "per_class_total": dict.fromkeys(CLASSES, 2),
+                 "test_correct": 10, "test_images": 20, "test_accuracy": 0.5} if part == "full" else {}
+        return {"part": part, "head": head, "seed": seed, "params": 1, "train_images": 1, "val_accuracy": 0.5,
+                "train_seconds": 1.0, "images_per_s": 1.0} | extra
+
+    monkeypatch.setattr(vgg_fashion, "train_one", stub)
+    with pytest.raises(KeyboardInterrupt):
+        vgg_fashion.run(quick=True, out_dir=tmp_path)
+    first = list(trained)
+    results = vgg_fashion.run(quick=True, out_dir=tmp_path)
+    again = trained[len(first):]
+    assert ("heads", "gap", 1) in again and not set(again) & set(first[:-1]), "finished networks are not retrained"
+    assert len(results["runs"]) == 2 and len(results["heads"]["runs"]) == 6
+    assert results["artifacts"] == [vgg_fashion.CHECKPOINT]

@@ -1,67 +1,178 @@
-"""A VGG-style network (3x3 conv pairs, BN, 2x2 max pooling, global average pooling) on all of Fashion-MNIST.
+"""A VGG-style network (3x3 conv pairs, BN, 2x2 max pooling, GAP head) on 55,000 Fashion-MNIST images over 3 seeds, and the flatten-vs-GAP head choice at the chapter's live budget over 3 seeds.
 
-The VGG chapter trains a narrow VGG-style network on a subset live; the published Fashion-MNIST
-baselines (Xiao et al. 2017 and the benchmark table of its repository) train on all 60,000 images.
-This experiment gives the fair comparison: a wider network of the same design trained on the 55,000
-training images (5,000 held out for validation, as in every chapter) with light augmentation, tested
-once on the 10,000 test images. It writes the per-epoch history, the test accuracy overall and per class,
-and the weights (``results/vgg_fashion.pt``, about 1 MB) so that the chapter can re-test them.
+Part 1, ``full``. The VGG chapter trains a narrow VGG-style network live on 20,000 images; the published
+baselines it is set beside (``lib.leaderboard``: Xiao et al. 2017, Table 3, and the submitted results of the
+dataset's README) train on all 60,000. This part trains a twice-wider network of the same design (``CONFIG``)
+on the 55,000 training images (the other 5,000 are the validation split that every chapter holds out) with
+light augmentation (random horizontal flip, random shift of up to 2 pixels), once per seed, and tests every run
+on the 10,000 test images, overall and per class (as counts of correct images, for binomial intervals). It is
+closer to the published protocols than the live run, not equal to them: 55,000 images instead of 60,000, few
+epochs, augmentation that Table 3's methods did not have, one untuned recipe. A seed changes the initial
+weights, the batch order and the augmentation draws; the images and the split stay fixed. The weights of
+seed 0 are written to ``vgg_fashion.pt`` (listed in ``results["artifacts"]``) for the chapter to re-test.
 
-A full run (5 epochs) takes about 10-15 minutes on a 2-core laptop CPU; ``--quick`` trains on 512 images.
+Part 2, ``heads``. The chapter's live network flattens its last 7x7 maps into one linear layer (VGG's kind of
+head) instead of ``lib``'s global-average-pooling head. This part measures that choice at the live budget
+(``LIVE``, the configuration the chapter imports and trains) over the same seeds, on the validation split
+only (nothing here is scored on the test set), for three heads: ``flatten``; ``gap`` (GAP, then one linear
+layer); ``gap_dropout`` (``lib``'s small-input head: GAP, dropout 0.5, linear; the head of part 1). All three
+initialise their linear layer alike (N(0, 0.01), zero bias, ``lib.models.vgg``'s scheme).
+
+Every network saves its state after each epoch under ``<out_dir>/vgg_fashion.parts/`` and its result when it
+is done, so an interrupted run resumes where it stopped (the folder is removed at the end). The wall time is in
+the record's provenance. ``--quick`` trains on 512 images for one epoch and two seeds.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from lib.data import CLASSES, fashion_mnist_loaders
+from lib.experiments._resume import fit_resumable
 from lib.models.vgg import VGG
-from lib.train import evaluate, fit, save_checkpoint, seed_everything
+from lib.train import evaluate, save_checkpoint, seed_everything
 
 # Two 3x3 convolutions per stage, as VGG's deeper columns; 28 -> 14 -> 7 (small_input drops the last pooling).
 CONFIG: tuple[int | str, ...] = (32, 32, "M", 64, 64, "M", 128, 128, "M")
 
-FULL = {"config": CONFIG, "batch_norm": True, "train_subset": None, "val_subset": None, "test_subset": None,
-        "augment": True, "epochs": 5, "batch_size": 128, "optimizer": "adam", "lr": 2e-3, "schedule": "cosine",
-        "seed": 0}
-QUICK = {**FULL, "train_subset": 512, "val_subset": 256, "test_subset": 256, "epochs": 1}
+FULL = {"config": CONFIG, "batch_norm": True, "head": "gap_dropout", "train_subset": None, "val_subset": None,
+        "test_subset": None, "augment": True, "epochs": 5, "batch_size": 128, "optimizer": "adam", "lr": 2e-3,
+        "weight_decay": 0.0, "schedule": "cosine", "data_seed": 0, "seeds": (0, 1, 2), "checkpoint_seed": 0}
+QUICK = {**FULL, "train_subset": 512, "val_subset": 256, "test_subset": 256, "epochs": 1, "seeds": (0, 1)}
+
+# The chapter's live network and budget (the chapter imports this): half the width of CONFIG, 20,000 images.
+LIVE = {"config": (16, 16, "M", 32, 32, "M", 64, 64, "M"), "batch_norm": True, "heads": ("flatten", "gap", "gap_dropout"),
+        "train_subset": 20_000, "val_subset": None, "augment": False, "epochs": 3, "batch_size": 64,
+        "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "schedule": "cosine", "data_seed": 0,
+        "seeds": (0, 1, 2)}
+LIVE_QUICK = {**LIVE, "train_subset": 512, "val_subset": 256, "epochs": 1, "seeds": (0, 1)}
+
+CHECKPOINT = "vgg_fashion.pt"
+IMAGE_SIDE = 28
+
+
+def build_live(head: str, config: tuple[int | str, ...] = LIVE["config"]) -> VGG:
+    """The VGG-style network of ``config`` for 28x28 grey images with one of three heads.
+
+    ``"flatten"``: (N, C, 7, 7) -> flatten -> Linear(C*49, 10), as VGG's classifier reads its 7x7 maps;
+    ``"gap"``: global average pooling (N, C) -> Linear(C, 10); ``"gap_dropout"``: lib's small-input head,
+    GAP -> Dropout(0.5) -> Linear(C, 10). Every linear layer starts as lib's VGG initialises it.
+    """
+    model = VGG(config, batch_norm=True, in_channels=1, num_classes=10, small_input=True, name="vgg_mini")
+    channels = [v for v in config if v != "M"][-1]
+    side = IMAGE_SIDE // 2 ** (sum(v == "M" for v in config) - 1)        # small_input drops the last pooling
+    if head == "flatten":
+        model.avgpool = nn.Identity()                                     # keep the (N, C, 7, 7) maps ...
+        model.classifier = nn.Linear(channels * side * side, 10)          # ... flattened into the classifier
+    elif head == "gap":
+        model.classifier = nn.Linear(channels, 10)                        # GAP, no dropout
+    elif head != "gap_dropout":
+        raise ValueError(f"head must be 'flatten', 'gap' or 'gap_dropout', got {head!r}")
+    for m in model.classifier.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    return model
 
 
 def build(cfg: dict) -> VGG:
-    return VGG(cfg["config"], batch_norm=cfg["batch_norm"], num_classes=10, in_channels=1, small_input=True,
-               name="vgg_fashion")
+    """The network of part 1 (``FULL`` or ``QUICK``)."""
+    return build_live(cfg["head"], tuple(cfg["config"]))
+
+
+def _key(cfg: dict) -> str:
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
+def _per_class(model: nn.Module, loader) -> tuple[list[int], list[int]]:
+    """Correct and total test images per class (in CLASSES order)."""
+    model.eval()
+    correct, total = torch.zeros(10, dtype=torch.long), torch.zeros(10, dtype=torch.long)
+    with torch.no_grad():
+        for x, y in loader:
+            hit = (model(x).argmax(1) == y).long()
+            correct.index_add_(0, y, hit)
+            total.index_add_(0, y, torch.ones_like(hit))
+    return correct.tolist(), total.tolist()
+
+
+def _epochs(history) -> list[dict]:
+    return [{k: round(v, 5) if isinstance(v, float) else v for k, v in e.items()} for e in history.epochs]
+
+
+def train_one(part: str, head: str, seed: int, cfg: dict, *, state_path: Path, out_dir: Path) -> dict:
+    """One network: part ``"full"`` (tested, per-class counts, seed ``checkpoint_seed`` saved) or ``"heads"``."""
+    if cfg["schedule"] != "cosine":
+        raise ValueError(f"fit_resumable anneals with a cosine schedule; the configuration asks for {cfg['schedule']!r}")
+    seed_everything(seed)
+    model = build_live(head, tuple(cfg["config"]))
+    train_loader, val_loader, test_loader = fashion_mnist_loaders(
+        batch_size=cfg["batch_size"], train_subset=cfg["train_subset"], val_subset=cfg["val_subset"],
+        test_subset=cfg.get("test_subset"), augment=cfg["augment"], seed=cfg["data_seed"], shuffle_seed=seed)
+    history = fit_resumable(model, train_loader, val_loader, epochs=cfg["epochs"], lr=cfg["lr"],
+                            optimizer=cfg["optimizer"], weight_decay=cfg["weight_decay"], state_path=state_path)
+    result = {"part": part, "head": head, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
+              "train_images": len(train_loader.dataset), "val_images": len(val_loader.dataset),
+              "steps": cfg["epochs"] * len(train_loader), "epochs": _epochs(history),
+              "val_accuracy": round(history.epochs[-1]["val_acc"], 5),
+              "train_seconds": round(history.seconds, 1), "images_per_s": round(history.images_per_second, 1),
+              "torch_threads": torch.get_num_threads()}
+    if part == "full":
+        test = evaluate(model, test_loader)
+        correct, total = _per_class(model, test_loader)
+        result |= {"test_accuracy": round(test["acc"], 5), "test_loss": round(test["loss"], 5),
+                   "test_correct": sum(correct), "test_images": sum(total),
+                   "per_class_correct": dict(zip(CLASSES, correct)), "per_class_total": dict(zip(CLASSES, total))}
+        if seed == cfg["checkpoint_seed"]:
+            save_checkpoint(out_dir / CHECKPOINT, model, meta={
+                "config": list(cfg["config"]), "batch_norm": cfg["batch_norm"], "head": head, "seed": seed,
+                "test_accuracy": result["test_accuracy"], "test_correct": result["test_correct"]})
+    return result
+
+
+def _run_part(part: str, head: str, seed: int, cfg: dict, parts: Path, out_dir: Path) -> dict:
+    path = parts / f"{part}-{head}-seed{seed}-{_key(cfg)}.json"
+    needs_checkpoint = part == "full" and seed == cfg["checkpoint_seed"]
+    if path.is_file() and not (needs_checkpoint and not (out_dir / CHECKPOINT).is_file()):
+        print(f"{part} {head} seed {seed}: finished earlier ({path.name})", flush=True)
+        return json.loads(path.read_text())
+    state = path.with_suffix(".state.pt")
+    r = train_one(part, head, seed, cfg, state_path=state, out_dir=out_dir)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(r))
+    tmp.replace(path)
+    state.unlink(missing_ok=True)
+    test = f", test acc {r['test_accuracy']:.4f}" if "test_accuracy" in r else ""
+    print(f"{part} {head} seed {seed}: val acc {r['val_accuracy']:.4f}{test}, {r['train_seconds']:.0f} s "
+          f"({r['images_per_s']:.0f} images/s)", flush=True)
+    return r
+
+
+def _plain(cfg: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
 
 
 def run(*, quick: bool, out_dir: Path) -> dict:
-    cfg = QUICK if quick else FULL
-    seed_everything(cfg["seed"])
-    model = build(cfg)
-    train_loader, val_loader, test_loader = fashion_mnist_loaders(
-        batch_size=cfg["batch_size"], train_subset=cfg["train_subset"], val_subset=cfg["val_subset"],
-        test_subset=cfg["test_subset"], augment=cfg["augment"], seed=cfg["seed"])
-    history = fit(model, train_loader, val_loader, epochs=cfg["epochs"], lr=cfg["lr"], optimizer=cfg["optimizer"],
-                  schedule=cfg["schedule"], device="cpu")
-    test = evaluate(model, test_loader)
-    model.eval()
-    correct, total = torch.zeros(10), torch.zeros(10)
-    with torch.no_grad():
-        for x, y in test_loader:
-            hit = (model(x).argmax(1) == y).float()
-            correct.index_add_(0, y, hit)
-            total.index_add_(0, y, torch.ones_like(hit))
-    checkpoint = save_checkpoint(out_dir / "vgg_fashion.pt", model,
-                                 meta={"config": list(cfg["config"]), "batch_norm": cfg["batch_norm"],
-                                       "test_accuracy": test["acc"]})
-    print(history.report(), f"test acc {test['acc']:.4f}", flush=True)
+    cfg, live = (QUICK, LIVE_QUICK) if quick else (FULL, LIVE)
+    out_dir = Path(out_dir)
+    parts = out_dir / "vgg_fashion.parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    full_runs = [_run_part("full", cfg["head"], s, cfg, parts, out_dir) for s in cfg["seeds"]]
+    head_runs = [_run_part("heads", h, s, live, parts, out_dir) for h in live["heads"] for s in live["seeds"]]
+    shutil.rmtree(parts)
+    kept = next(r for r in full_runs if r["seed"] == cfg["checkpoint_seed"])
     return {
-        "config": {**cfg, "config": list(cfg["config"])},
-        "params": sum(p.numel() for p in model.parameters()),
-        "train_images": len(train_loader.dataset), "test_images": len(test_loader.dataset),
-        "epochs": [{k: round(v, 5) if isinstance(v, float) else v for k, v in e.items()} for e in history.epochs],
-        "train_seconds": round(history.seconds, 1), "images_per_s": round(history.images_per_second, 1),
-        "test_accuracy": round(test["acc"], 5), "test_loss": round(test["loss"], 5),
-        "per_class_test_accuracy": {c: round((correct[i] / total[i].clamp_min(1)).item(), 4)
-                                    for i, c in enumerate(CLASSES)},
-        "checkpoint": checkpoint.name,
+        "config": _plain(cfg),
+        "runs": full_runs,
+        "params": kept["params"], "train_images": kept["train_images"], "test_images": kept["test_images"],
+        "checkpoint": CHECKPOINT, "checkpoint_seed": cfg["checkpoint_seed"],
+        "per_class_test_accuracy": {c: round(kept["per_class_correct"][c] / max(1, kept["per_class_total"][c]), 4)
+                                    for c in CLASSES},
+        "heads": {"config": _plain(live), "runs": head_runs},
+        "artifacts": [CHECKPOINT],
     }
