@@ -24,6 +24,8 @@ _STRIP = [
     re.compile(r"\$[^$\n]*\$"),                # inline math
     re.compile(r"\]\([^)]*\)"),                # link targets
     re.compile(r"<!--.*?-->", re.S),           # comments
+    re.compile(r"\b95% (?:interval|confidence)"),  # the interval's level, not a measurement
+    re.compile(r"\btop-[15]\b"),                  # top-1 / top-5 accuracy
 ]
 _CITED = re.compile(r"\{ref\}|\{cite|et al\.|Table \d|Fig\. ?\d|paper|torchvision's (?:weight|metadata)|published", re.I)
 _MEASURED = re.compile(
