@@ -211,6 +211,17 @@ DOM_FACTS = """() => {
     launch: [...document.querySelectorAll('.dropdown-launch-buttons a[href]')].map(a => a.href),
     main_text_length: main.innerText.length,
     overflow_x: document.documentElement.scrollWidth - window.innerWidth,
+    page_width: document.documentElement.scrollWidth,
+    // boxes whose content is wider than they are: each must scroll on its own, with the edge shadow as its cue
+    scrollers: [...document.querySelectorAll('main *')].filter(e => e.scrollWidth > e.clientWidth + 1
+        && getComputedStyle(e).overflowX !== 'visible' && e.clientWidth > 0).map(e => ({
+      tag: e.tagName.toLowerCase(), cls: e.className.toString().slice(0, 80),
+      overflow: getComputedStyle(e).overflowX, attachment: getComputedStyle(e).backgroundAttachment,
+      hidden_px: e.scrollWidth - e.clientWidth, text: e.innerText.slice(0, 60)})),
+    unscrolled: [...document.querySelectorAll('main *')].filter(e => e.scrollWidth > e.clientWidth + 1
+        && getComputedStyle(e).overflowX === 'visible' && e.clientWidth > 0
+        && e.getBoundingClientRect().right > window.innerWidth + 1).map(e => e.tagName.toLowerCase()
+        + '.' + e.className.toString().slice(0, 40)),
     tables: [...document.querySelectorAll('main table tbody tr')].map(
         tr => [...tr.querySelectorAll('td, th')].map(td => td.innerText.trim())),
   };

@@ -114,6 +114,17 @@ def test_page_loads_offline_without_errors(visit, screenshots, entry, width):
 
 
 @pytest.mark.parametrize("entry", PAGES)
+def test_wide_content_scrolls_in_its_own_box_with_a_cue_on_a_phone(visit, entry):
+    """At 390 px the page never scrolls sideways; a table or output wider than the screen scrolls inside its own
+    box, which shows a shadow at the edge where content is hidden (book/_static/course.css)."""
+    dom = visit(entry, "phone").dom
+    assert dom["page_width"] <= PHONE["width"] + 1, f"{entry}: the page is {dom['page_width']} px wide at 390 px"
+    without_cue = [f"{s['tag']}.{s['cls']} ({s['hidden_px']} px hidden: {s['text']!r})" for s in dom["scrollers"]
+                   if s["overflow"] not in ("auto", "scroll") or "local" not in s["attachment"]]
+    assert not without_cue, f"{entry}: boxes that scroll without the visible cue: {without_cue[:5]}"
+
+
+@pytest.mark.parametrize("entry", PAGES)
 def test_every_image_loads(visit, entry):
     broken = [i["src"][:120] for i in visit(entry).dom["images"] if not i["ok"]]
     assert not broken, f"{entry}: images that did not load: {broken}"

@@ -12,6 +12,8 @@
    each script.
 3. pydata-sphinx-theme logs "Got invalid theme mode" on a first visit unless a default mode is set: "auto"
    (follow the reader's system setting), which is what it falls back to anyway.
+4. book/_static/course.css: on a phone, wide tables and outputs scroll inside their own box, with a shadow
+   at the edge that shows there is more.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ def _default_mode(app, pagename, templatename, context, doctree):
 
 
 def setup(app):
+    app.add_css_file("course.css")
     app.connect("config-inited", _add_static)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("html-page-context", _default_mode)
