@@ -6,7 +6,7 @@
   3. warm rebuild    `make book` again, nothing changed: nothing may execute
   4. chapters        each chapter's execution time, from the clone's jupyter-cache
   5. autograde       each assignment's solution submitted as student "bench" and autograded
-                     (`scripts/grade.py autograde A --student bench`, nbgrader's full pipeline)
+                     (`python -m grader autograde A --student bench`, nbgrader's full pipeline, in the sandbox)
   6. test suite      `make test` (the book is warm by then, as on a developer's second run)
 
     .venv/bin/python benchmarks/bench_course.py [--json results/course-benchmark.json] [--skip STEP ...]
@@ -43,7 +43,7 @@ def assignments(repo: Path) -> list[str]:
 
 
 def autograde_times(clone: Path, logs: Path) -> dict[str, dict]:
-    """Each solution notebook, submitted as student 'bench', autograded by the course's grade script."""
+    """Each solution notebook, submitted as student 'bench', autograded by the course's grader."""
     python = clone / ".venv" / "bin" / "python"
     out = {}
     for name in assignments(clone):
@@ -51,7 +51,7 @@ def autograde_times(clone: Path, logs: Path) -> dict[str, dict]:
         sub.mkdir(parents=True, exist_ok=True)
         shutil.copy2(clone / "solutions" / name / f"{name}.ipynb", sub / f"{name}.ipynb")
         log = logs / f"autograde-{name}.log"
-        wall, rc = timed([str(python), "scripts/grade.py", "autograde", name, "--student", "bench"], clone, log)
+        wall, rc = timed([str(python), "-m", "grader", "autograde", name, "--student", "bench", "--force"], clone, log)
         text = log.read_text(errors="replace")
         row = re.search(rf"^{re.escape(name)}\s+bench\s+(?P<score>[\d.\s/-]+?)\s+(?P<s>[\d.]+) s\s+(?P<status>.*)$",
                         text, re.M)
