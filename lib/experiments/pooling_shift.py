@@ -33,6 +33,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from lib.data import MEAN, STD, fashion_mnist
 from lib.models.simple import SimpleCNN
 from lib.train import evaluate, fit, seed_everything
 
-VARIANTS = ("max", "avg", "strided conv", "max + blur", "max, flatten head")
+VARIANTS = ("max", "avg", "strided conv", "max + blur", "max (flatten head)")
 BACKGROUND = (0.0 - MEAN) / STD  # the normalised value of a black pixel
 PAD = 4                          # canvas margin on each side: 28 -> 36, and the largest lossless shift
 
@@ -81,7 +82,7 @@ def variant(kind: str, *, width: int = 16, image_size: int = 28 + 2 * PAD) -> Si
     if kind not in VARIANTS:
         raise ValueError(f"unknown variant {kind!r}: use one of {VARIANTS}")
     model = SimpleCNN(width=width, pool="avg" if kind == "avg" else "max",
-                      head="flatten" if kind == "max, flatten head" else "gap", image_size=image_size)
+                      head="flatten" if kind == "max (flatten head)" else "gap", image_size=image_size)
     f = model.features  # [0] conv [1] BN [2] ReLU [3] pool [4] conv [5] BN [6] ReLU [7] pool [8] conv ...
     if kind == "strided conv":  # drop the pools, give the next convolutions stride 2
         f[3], f[7] = nn.Identity(), nn.Identity()
@@ -104,7 +105,7 @@ def classifier_input(model: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
     return model.pool(model.features(x)).flatten(1)
 
 
-def _splits(cfg: dict):
+def splits(cfg: dict):
     """The same images for every variant and seed (``data_seed``); normalised 28x28 tensors."""
     s = fashion_mnist(seed=cfg["data_seed"], train_subset=cfg["train_subset"], val_subset=cfg["val_subset"],
                       test_subset=cfg["test_subset"])
@@ -113,7 +114,7 @@ def _splits(cfg: dict):
 
 def train_one(kind: str, lr: float, seed: int, cfg: dict) -> tuple[dict, dict]:
     """Train one variant at one rate and seed; return (its summary, its state dict)."""
-    data = _splits(cfg)
+    data = splits(cfg)
     pad = cfg["pad"]
     train_set = TensorDataset(place(data["train"][0], pad=pad), data["train"][1])
     val_set = TensorDataset(place(data["val"][0], pad=pad), data["val"][1])
@@ -174,7 +175,7 @@ def _key(cfg: dict) -> str:
 
 
 def _name(kind: str, lr: float, seed: int) -> str:
-    return f"{kind.replace(' ', '_').replace(',', '').replace('+', 'plus')}-lr{lr:g}-seed{seed}"
+    return f"{re.sub('[^a-z0-9]+', '_', kind.replace('+', 'plus')).strip('_')}-lr{lr:g}-seed{seed}"
 
 
 def _train_job(job) -> dict:
@@ -202,7 +203,7 @@ def _shift_job(job) -> dict:
     model = variant(kind, width=cfg["width"], image_size=28 + 2 * cfg["pad"])
     weights = parts / f"train-{_name(kind, lr, seed)}-{_key(cfg)}.pt"
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    images, labels = _splits(cfg)["test"]
+    images, labels = splits(cfg)["test"]
     result = {"variant": kind, "lr": lr, "seed": seed, "test_images": len(labels),
               **shift_test(model, images, labels, cfg["shifts"], pad=cfg["pad"])}
     tmp = path.with_suffix(".part")
