@@ -310,3 +310,109 @@ def test_vgg_fashion_resumes_from_its_finished_parts(tmp_path, monkeypatch):
     assert ("heads", "gap", 1) in again and not set(again) & set(first[:-1]), "finished networks are not retrained"
     assert len(results["runs"]) == 2 and len(results["heads"]["runs"]) == 6
     assert results["artifacts"] == [vgg_fashion.CHECKPOINT]
+
+
+# ---------------------------------------------------------------------------------------------
+# The pooling chapter's experiment: pooling_shift (downsampling variants, lossless shifts)
+# ---------------------------------------------------------------------------------------------
+from lib.experiments import pooling_shift  # noqa: E402
+
+
+def test_place_moves_the_image_inside_the_canvas_and_loses_nothing():
+    x = torch.rand(3, 1, 28, 28)
+    for dy, dx in [(0, 0), (4, 4), (-4, 2), (1, 0)]:
+        canvas = pooling_shift.place(x, dy, dx)
+        assert canvas.shape == (3, 1, 36, 36)
+        top, left = pooling_shift.PAD + dy, pooling_shift.PAD + dx
+        assert torch.equal(canvas[..., top:top + 28, left:left + 28], x)  # every pixel is still there
+        outside = canvas.clone()
+        outside[..., top:top + 28, left:left + 28] = pooling_shift.BACKGROUND
+        assert (outside == pooling_shift.BACKGROUND).all()                # and the rest is background
+    with pytest.raises(ValueError, match="off a canvas"):
+        pooling_shift.place(x, 5, 0)
+
+
+def test_blurpool_is_max_pooling_then_a_binomial_blur_with_stride_2():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 12, 12)
+    kernel = torch.tensor([[1., 2., 1.], [2., 4., 2.], [1., 2., 1.]]) / 16
+    expected = nn.functional.conv2d(nn.functional.pad(nn.functional.max_pool2d(x, 2, stride=1), (1, 1, 1, 1),
+                                                      mode="reflect"), kernel.expand(3, 1, 3, 3), stride=2, groups=3)
+    out = pooling_shift.BlurPool2d()(x)
+    assert out.shape == (2, 3, 6, 6)
+    torch.testing.assert_close(out, expected)
+    assert not pooling_shift.BlurPool2d().state_dict(), "the fixed kernel is not a saved parameter"
+
+
+def test_pooling_variants_differ_only_in_how_they_downsample():
+    nets = {k: pooling_shift.variant(k) for k in pooling_shift.VARIANTS}
+    x = torch.randn(2, 1, 36, 36)
+    for kind, net in nets.items():
+        net.eval()
+        assert net(x).shape == (2, 10), kind
+        assert pooling_shift.classifier_input(net, x).shape == ((2, 64 * 9 * 9) if "flatten" in kind else (2, 64))
+    gap = [k for k in pooling_shift.VARIANTS if "flatten" not in k]
+    assert len({count_params(nets[k]) for k in gap}) == 1, "the GAP variants have the same parameters"
+    assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in nets["strided conv"].modules())
+    assert [m.stride for m in nets["strided conv"].modules() if isinstance(m, nn.Conv2d)] == [(1, 1), (2, 2), (2, 2)]
+    with pytest.raises(ValueError, match="unknown variant"):
+        pooling_shift.variant("median")
+
+
+def test_pooling_lr_is_chosen_by_mean_validation_accuracy():
+    grid = [{"variant": "max", "lr": 1e-3, "val_accuracy": a} for a in (0.80, 0.90)] + \
+           [{"variant": "max", "lr": 3e-3, "val_accuracy": a} for a in (0.86, 0.85)] + \
+           [{"variant": "avg", "lr": 1e-3, "val_accuracy": 0.99}]
+    assert pooling_shift.choose_lr(grid, "max") == 3e-3  # mean 0.855 beats 0.85
+    grid[1]["val_accuracy"] = 0.95
+    assert pooling_shift.choose_lr(grid, "max") == 1e-3
+
+
+def test_pooling_shift_test_of_a_network_that_ignores_position_is_perfect():
+    class Blind(nn.Module):  # the global sum of the input: no shift on the canvas changes it
+        def __init__(self):
+            super().__init__()
+            self.features, self.pool = nn.Identity(), nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(1, 2)
+    torch.manual_seed(0)
+    images, labels = torch.rand(40, 1, 28, 28), torch.randint(0, 2, (40,))
+    out = pooling_shift.shift_test(Blind(), images, labels, (0, 1, 4))
+    assert [r["unchanged"] for r in out["shifts"]] == [1.0, 1.0, 1.0]
+    assert all(abs(r["cosine"] - 1) < 1e-5 for r in out["shifts"])
+    assert len({r["accuracy"] for r in out["shifts"]}) == 1
+    assert 0 < out["cosine_different_images"] <= 1 and 0 < out["cosine_same_class"] <= 1
+
+
+def test_pooling_pairs_are_different_images_of_the_right_class():
+    labels = torch.tensor([0, 0, 1, 1, 1, 2, 2, 0])
+    for same in (False, True):
+        i, j = pooling_shift._pairs(labels, same_class=same)
+        assert sorted(i.tolist()) == list(range(8)) and (i != j).all()
+        if same:
+            assert (labels[i] == labels[j]).all()
+
+
+@pytest.mark.slow
+def test_pooling_shift_quick_run_writes_a_record_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNN_COURSE_WORKERS", "1")
+    path = experiments.run("pooling_shift", quick=True, out_dir=tmp_path)
+    record = json.loads(path.read_text())
+    res, cfg = record["results"], pooling_shift.QUICK
+    assert len(res["grid"]) == len(cfg["variants"]) * len(cfg["lrs"]) * len(cfg["seeds"])
+    assert len({r["steps"] for r in res["grid"]}) == 1, "every variant gets the same number of steps"
+    assert {(r["variant"], r["seed"]) for r in res["runs"]} == {(k, s) for k in cfg["variants"] for s in cfg["seeds"]}
+    for r in res["runs"]:
+        assert r["lr"] == res["chosen_lr"][r["variant"]] == pooling_shift.choose_lr(res["grid"], r["variant"])
+        assert [s["shift"] for s in r["shifts"]] == list(cfg["shifts"]) and r["test_images"] == cfg["test_subset"]
+        assert r["shifts"][0]["unchanged"] == 1.0 and abs(r["shifts"][0]["cosine"] - 1) < 1e-4
+    weights = torch.load(experiments.artifact(record, "pooling_shift.pt", tmp_path), weights_only=True)
+    for kind, state in weights["variants"].items():
+        pooling_shift.variant(kind).load_state_dict(state)
+    assert not (tmp_path / "pooling_shift.parts").exists()
+    # an interrupted run keeps its finished parts and does not train them again
+    parts = tmp_path / "pooling_shift.parts"
+    parts.mkdir()
+    job = ("max", cfg["lrs"][0], cfg["seeds"][0], cfg, parts)
+    first = pooling_shift._train_job(job)
+    monkeypatch.setattr(pooling_shift, "train_one", lambda *a, **k: pytest.fail("trained again"))
+    assert pooling_shift._train_job(job) == first

@@ -1,0 +1,261 @@
+"""Pooling and shifts: five downsampling variants of SimpleCNN, each tuned on a 3-rate grid and trained over 3 seeds, then shift-tested on all 10,000 test images.
+
+The pooling chapter asks whether pooling makes a network shift-invariant. One seed on a test subset
+cannot rank the variants (the seed-to-seed spread is of the order of the differences), and a shift
+that crops the image mixes occlusion with the shift. This experiment therefore:
+
+* trains five networks that differ only in how they downsample (see :data:`VARIANTS`): 2x2 max pooling,
+  2x2 average pooling, stride-2 convolutions, max pooling followed by a binomial blur (Zhang 2019's
+  MaxBlurPool), and max pooling with a flatten head instead of global average pooling;
+* gives every variant the same budget and the same tuning: Adam with a cosine schedule, the same
+  images in the same order per seed, the same number of steps, and the learning rate chosen from the
+  same grid by the mean *validation* accuracy over the seeds (the test set chooses nothing);
+* places every 28x28 image on a 36x36 canvas of background (4 pixels on each side), for training and
+  testing alike, so that a shift of up to 4 pixels moves the garment inside the canvas and loses no
+  pixel (:func:`place`; the run asserts it);
+* shifts all 10,000 test images diagonally by 0-4 pixels (4 is one step of the networks' total
+  subsampling factor) and records, per network and shift, the accuracy on the shifted images, the share
+  of predictions unchanged from the unshifted image, and the cosine similarity of the classifier's
+  input (the pooled vector, or the flattened map) to the unshifted one, with two baselines for the
+  similarity: the mean similarity between *different* test images and between different images of the
+  *same class*;
+* saves the seed-0 weights of the five chosen networks (``pooling_shift.pt``) so that the chapter can
+  re-measure one of the numbers.
+
+Runs are one thread each, in ``CNN_COURSE_WORKERS`` worker processes (default 1: the full run is sized
+for one core, 45 short trainings and 15 shift tests); every finished training and shift test is kept
+under ``<out_dir>/pooling_shift.parts/`` until the end, so an interrupted run resumes where it stopped.
+``--quick`` trains on 256 images for one epoch, two rates and two seeds, and tests 512 images.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lib.data import MEAN, STD, fashion_mnist
+from lib.models.simple import SimpleCNN
+from lib.train import evaluate, fit, seed_everything
+
+VARIANTS = ("max", "avg", "strided conv", "max + blur", "max (flatten head)")
+BACKGROUND = (0.0 - MEAN) / STD  # the normalised value of a black pixel
+PAD = 4                          # canvas margin on each side: 28 -> 36, and the largest lossless shift
+
+FULL = {"variants": VARIANTS, "seeds": (0, 1, 2), "lrs": (1e-3, 3e-3, 1e-2), "train_subset": 12_000,
+        "val_subset": None, "test_subset": None, "epochs": 3, "batch_size": 64, "optimizer": "adam",
+        "schedule": "cosine", "width": 16, "pad": PAD, "shifts": (0, 1, 2, 3, 4), "data_seed": 0}
+QUICK = {**FULL, "seeds": (0, 1), "lrs": (1e-3, 3e-3), "train_subset": 256, "val_subset": 256,
+         "test_subset": 512, "epochs": 1}
+
+
+class BlurPool2d(nn.Module):
+    """Max pooling 2x2 with stride 1, then a 3x3 binomial blur with stride 2 (Zhang 2019's MaxBlurPool).
+
+    The blur is a fixed depthwise convolution with [1, 2, 1]/4 (x) [1, 2, 1]/4, after a 1-pixel reflected
+    border, as in Zhang's code: (N, C, H, W) -> (N, C, H/2, W/2) for even H and W."""
+
+    def __init__(self):
+        super().__init__()
+        b = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (b[:, None] * b[None, :] / 16)[None, None], persistent=False)  # (1, 1, 3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:                      # (N, C, H, W)
+        x = F.max_pool2d(x, 2, stride=1)                                     # (N, C, H-1, W-1): no subsampling
+        x = F.pad(x, (1, 1, 1, 1), mode="reflect")                          # (N, C, H+1, W+1)
+        blur = self.kernel.expand(x.shape[1], 1, 3, 3)                       # one binomial kernel per channel
+        return F.conv2d(x, blur, stride=2, groups=x.shape[1])                # (N, C, H/2, W/2)
+
+
+def variant(kind: str, *, width: int = 16, image_size: int = 28 + 2 * PAD) -> SimpleCNN:
+    """SimpleCNN (conv-BN-ReLU x3, two 4x downsampling steps in all) with its downsampling replaced."""
+    if kind not in VARIANTS:
+        raise ValueError(f"unknown variant {kind!r}: use one of {VARIANTS}")
+    model = SimpleCNN(width=width, pool="avg" if kind == "avg" else "max",
+                      head="flatten" if kind == "max (flatten head)" else "gap", image_size=image_size)
+    f = model.features  # [0] conv [1] BN [2] ReLU [3] pool [4] conv [5] BN [6] ReLU [7] pool [8] conv ...
+    if kind == "strided conv":  # drop the pools, give the next convolutions stride 2
+        f[3], f[7] = nn.Identity(), nn.Identity()
+        f[4].stride, f[8].stride = (2, 2), (2, 2)
+    if kind == "max + blur":
+        f[3], f[7] = BlurPool2d(), BlurPool2d()
+    return model
+
+
+def place(x: torch.Tensor, dy: int = 0, dx: int = 0, *, pad: int = PAD) -> torch.Tensor:
+    """Put 28x28 images on a (28 + 2 pad)-square canvas of background, moved ``dy`` down and ``dx`` right
+    of the centre: (N, 1, 28, 28) -> (N, 1, 28 + 2 pad, 28 + 2 pad). Nothing is cropped while |d| <= pad."""
+    if max(abs(dy), abs(dx)) > pad:
+        raise ValueError(f"a shift of ({dy}, {dx}) would push the image off a canvas with a {pad}-pixel margin")
+    return F.pad(x, (pad + dx, pad - dx, pad + dy, pad - dy), value=BACKGROUND)
+
+
+def classifier_input(model: SimpleCNN, x: torch.Tensor) -> torch.Tensor:
+    """What the linear classifier reads: the pooled (N, 4w) vector, or the flattened (N, 4w*9*9) map."""
+    return model.pool(model.features(x)).flatten(1)
+
+
+def splits(cfg: dict):
+    """The same images for every variant and seed (``data_seed``); normalised 28x28 tensors."""
+    s = fashion_mnist(seed=cfg["data_seed"], train_subset=cfg["train_subset"], val_subset=cfg["val_subset"],
+                      test_subset=cfg["test_subset"])
+    return {name: (getattr(s, name).images, getattr(s, name).labels) for name in ("train", "val", "test")}
+
+
+def train_one(kind: str, lr: float, seed: int, cfg: dict) -> tuple[dict, dict]:
+    """Train one variant at one rate and seed; return (its summary, its state dict)."""
+    data = splits(cfg)
+    pad = cfg["pad"]
+    train_set = TensorDataset(place(data["train"][0], pad=pad), data["train"][1])
+    val_set = TensorDataset(place(data["val"][0], pad=pad), data["val"][1])
+    train_loader = DataLoader(train_set, batch_size=cfg["batch_size"], shuffle=True,
+                              generator=torch.Generator().manual_seed(seed))  # the order changes with the seed
+    seed_everything(seed)
+    model = variant(kind, width=cfg["width"], image_size=28 + 2 * pad)
+    history = fit(model, train_loader, None, epochs=cfg["epochs"], lr=lr, optimizer=cfg["optimizer"],
+                  schedule=cfg["schedule"], device="cpu", progress=False)
+    val = evaluate(model, DataLoader(val_set, batch_size=500))
+    summary = {"variant": kind, "lr": lr, "seed": seed, "val_accuracy": round(val["acc"], 5),
+               "train_accuracy_last_epoch": round(history.last("train_acc"), 5),
+               "steps": cfg["epochs"] * len(train_loader), "train_seconds": round(history.seconds, 1)}
+    return summary, model.state_dict()
+
+
+@torch.no_grad()
+def _features_and_predictions(model: SimpleCNN, x: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    feats = torch.cat([classifier_input(model, x[i:i + batch]) for i in range(0, len(x), batch)])
+    return feats, model.fc(feats).argmax(1)
+
+
+def _pairs(labels: torch.Tensor, *, same_class: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index pairs (i, j), i != j: a random partner for every image, from any class or from its own."""
+    g = torch.Generator().manual_seed(seed)
+    groups = [torch.nonzero(labels == c).flatten() for c in labels.unique()] if same_class else [torch.arange(len(labels))]
+    firsts, seconds = [], []
+    for idx in groups:
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        firsts.append(idx), seconds.append(idx.roll(1))  # each image's partner is the next one in a random order
+    return torch.cat(firsts), torch.cat(seconds)
+
+
+@torch.no_grad()
+def shift_test(model: SimpleCNN, images: torch.Tensor, labels: torch.Tensor, shifts, *, pad: int = PAD) -> dict:
+    """Accuracy, unchanged predictions and cosine similarity to the unshifted input, per diagonal shift."""
+    model.eval()
+    ref = place(images, pad=pad)
+    ref_feats, ref_pred = _features_and_predictions(model, ref)
+    foreground = (ref - BACKGROUND).abs().sum()
+    rows = []
+    for k in shifts:
+        moved = place(images, k, k, pad=pad)
+        assert torch.isclose((moved - BACKGROUND).abs().sum(), foreground), "the shift lost pixels"
+        feats, pred = (ref_feats, ref_pred) if k == 0 else _features_and_predictions(model, moved)
+        rows.append({"shift": k, "accuracy": round((pred == labels).float().mean().item(), 5),
+                     "unchanged": round((pred == ref_pred).float().mean().item(), 5),
+                     "cosine": round(F.cosine_similarity(feats, ref_feats).mean().item(), 5)})
+    baselines = {}
+    for name, same in (("cosine_different_images", False), ("cosine_same_class", True)):
+        i, j = _pairs(labels, same_class=same)
+        baselines[name] = round(F.cosine_similarity(ref_feats[i], ref_feats[j]).mean().item(), 5)
+    return {"shifts": rows, **baselines}
+
+
+def _key(cfg: dict) -> str:
+    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=list).encode()).hexdigest()[:12]
+
+
+def _name(kind: str, lr: float, seed: int) -> str:
+    return f"{re.sub('[^a-z0-9]+', '_', kind.replace('+', 'plus')).strip('_')}-lr{lr:g}-seed{seed}"
+
+
+def _train_job(job) -> dict:
+    kind, lr, seed, cfg, parts = job
+    path = parts / f"train-{_name(kind, lr, seed)}-{_key(cfg)}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    torch.set_num_threads(1)
+    summary, state = train_one(kind, lr, seed, cfg)
+    torch.save(state, path.with_suffix(".pt"))
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(summary))
+    tmp.replace(path)  # written last: a .json means the weights beside it are complete
+    print(f"{kind:>18} lr {lr:g} seed {seed}: val acc {summary['val_accuracy']:.4f} "
+          f"({summary['train_seconds']:.0f} s)", flush=True)
+    return summary
+
+
+def _shift_job(job) -> dict:
+    kind, lr, seed, cfg, parts = job
+    path = parts / f"shift-{_name(kind, lr, seed)}-{_key(cfg)}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    torch.set_num_threads(1)
+    model = variant(kind, width=cfg["width"], image_size=28 + 2 * cfg["pad"])
+    weights = parts / f"train-{_name(kind, lr, seed)}-{_key(cfg)}.pt"
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    images, labels = splits(cfg)["test"]
+    result = {"variant": kind, "lr": lr, "seed": seed, "test_images": len(labels),
+              **shift_test(model, images, labels, cfg["shifts"], pad=cfg["pad"])}
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+    r1 = result["shifts"][min(1, len(result["shifts"]) - 1)]
+    print(f"{kind:>18} seed {seed}: test acc {result['shifts'][0]['accuracy']:.4f}, "
+          f"unchanged at shift {r1['shift']}: {r1['unchanged']:.4f}", flush=True)
+    return result
+
+
+def _map(fn, jobs: list, workers: int) -> list:
+    if workers > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            return pool.map(fn, jobs, chunksize=1)
+    return [fn(job) for job in jobs]
+
+
+def choose_lr(grid: list[dict], kind: str) -> float:
+    """The rate of ``kind`` with the best mean validation accuracy over the seeds (ties: the smaller rate)."""
+    by_lr: dict[float, list[float]] = {}
+    for r in grid:
+        if r["variant"] == kind:
+            by_lr.setdefault(r["lr"], []).append(r["val_accuracy"])
+    return max(sorted(by_lr), key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
+
+
+def run(*, quick: bool, out_dir: Path) -> dict:
+    from lib.analysis import count_macs, count_params
+
+    cfg = QUICK if quick else FULL
+    out_dir = Path(out_dir)
+    parts = out_dir / "pooling_shift.parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    workers = int(os.environ.get("CNN_COURSE_WORKERS", 1))
+    grid = _map(_train_job, [(k, lr, s, cfg, parts) for k in cfg["variants"] for lr in cfg["lrs"]
+                             for s in cfg["seeds"]], workers)
+    chosen = {k: choose_lr(grid, k) for k in cfg["variants"]}
+    tests = _map(_shift_job, [(k, chosen[k], s, cfg, parts) for k in cfg["variants"] for s in cfg["seeds"]], workers)
+
+    size = 28 + 2 * cfg["pad"]
+    networks = {}
+    for k in cfg["variants"]:
+        m = variant(k, width=cfg["width"], image_size=size)
+        networks[k] = {"params": count_params(m), "macs": count_macs(m, (1, 1, size, size))}
+    seed0 = {k: torch.load(parts / f"train-{_name(k, chosen[k], cfg['seeds'][0])}-{_key(cfg)}.pt",
+                           map_location="cpu", weights_only=True) for k in cfg["variants"]}
+    torch.save({"variants": seed0, "lr": chosen, "seed": cfg["seeds"][0], "width": cfg["width"], "pad": cfg["pad"]},
+               out_dir / "pooling_shift.pt")
+    train_by = {(r["variant"], r["lr"], r["seed"]): r for r in grid}
+    runs = [t | {"val_accuracy": train_by[(t["variant"], t["lr"], t["seed"])]["val_accuracy"],
+                 "steps": train_by[(t["variant"], t["lr"], t["seed"])]["steps"]} for t in tests]
+    shutil.rmtree(parts)
+    return {"config": {**cfg, "variants": list(cfg["variants"]), "seeds": list(cfg["seeds"]), "lrs": list(cfg["lrs"]),
+                       "shifts": list(cfg["shifts"]), "canvas": size, "background": BACKGROUND},
+            "workers": workers, "threads_per_worker": 1, "networks": networks, "chosen_lr": chosen,
+            "grid": grid, "runs": runs, "artifacts": ["pooling_shift.pt"]}
