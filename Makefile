@@ -57,7 +57,7 @@ validate: setup data
 #@instructor
 # Everything from here to #@end-instructor is the instructor's: `make student-release` leaves it out.
 # ---- the tests (CI runs exactly this)
-test: setup data browser
+test: setup data browser sandbox-tools
 	$(BIN)/python -m pytest
 
 test-fast: setup data
@@ -80,7 +80,11 @@ bench-course: setup data
 	$(BIN)/python benchmarks/bench_course.py --json results/course-benchmark.json
 
 # ---- instructors (nbgrader): the flow is explained in book/instructors.md; the commands are the grader's
-.PHONY: exercises check-exercises collect autograde feedback grades student-release sandbox
+.PHONY: exercises check-exercises collect autograde feedback grades student-release sandbox sandbox-tools
+# bubblewrap, which every kernel that runs a submission starts in (util-linux's prlimit and setpriv are in every
+# Debian); where apt cannot install it, `make autograde` stops and says what to do.
+sandbox-tools:
+	@scripts/apt-install.sh bubblewrap
 GRADE := $(BIN)/python -m grader
 # An instructor validating a submission runs the hidden tests too (solutions/) through the grader.
 VALIDATE := $(GRADE) validate
@@ -101,7 +105,7 @@ collect: setup
 # Autograde every submission in submitted/ (or ASSIGNMENT=<name> only) that is new or changed since it was last
 # graded, each in the sandbox, JOBS at once (default: the number of cores), with a progress bar and a score table.
 # FORCE=1 regrades everything; SCHEDULER=tcp://host:8786 grades on a Dask cluster; SANDBOX=off (trusted work only).
-autograde: setup data
+autograde: setup data sandbox-tools
 	$(GRADE) autograde $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
 		$(if $(filter 1 yes true,$(FORCE)),--force)
 
@@ -114,7 +118,7 @@ grades: setup
 	$(GRADE) export $(or $(CSV),feedback/grades.csv)
 
 # Whether the sandbox runs here, its limits and the bubblewrap command line it starts a kernel with.
-sandbox: setup
+sandbox: setup sandbox-tools
 	$(GRADE) sandbox
 
 # The tree to publish to students (no solutions, grader, hidden tests or instructor targets): make student-release DIR=../course-release

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install Debian packages the course uses (the Fashion-MNIST files, Chromium for the browser tests)
+# Install Debian packages the course uses (the Fashion-MNIST files, Chromium for the browser tests, bubblewrap for
+# the grader's sandbox)
 # where apt is available and permitted; elsewhere say what to do and carry on (exit 0):
 # lib.data and the browser tests fall back or skip with their own clear message.
 set -u
