@@ -86,8 +86,9 @@ bench-course: setup data
 sandbox-tools:
 	@scripts/apt-install.sh bubblewrap
 GRADE := $(BIN)/python -m grader
-# An instructor validating a submission runs the hidden tests too (solutions/) through the grader.
+# An instructor validating a submission runs the hidden tests too (solutions/) through the grader, sandboxed.
 VALIDATE := $(GRADE) validate
+validate: sandbox-tools
 
 # Regenerate the student versions exercises/<a>/ from solutions/<a>/ (then commit exercises/).
 exercises: setup
