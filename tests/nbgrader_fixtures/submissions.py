@@ -201,9 +201,9 @@ def __getattr__(name):
 '''
 
 # ---- Shortcuts: answers assembled from what a student's environment holds, instead of the work a cell names.
-# `torch._utils._import_dotted_name` imports by a dotted string: a door the source scan does not list, so these
-# reach the grader's references at grading time and meet the references' own run-time check.
-DOTTED = "from torch._utils import _import_dotted_name as _get\n"
+# `pydoc.locate` imports by a dotted string: one of the many doors a source scan cannot list, so these reach the
+# grader's references at grading time and meet the references' own run-time check.
+DOTTED = "from pydoc import locate as _get\n"
 
 MIXED_VIA_IMPORT = '''
 from grader.checks.pooling import mixed_pool_reference
@@ -349,10 +349,9 @@ def build(course: Course) -> list[Submission]:
 
     # Answers fitted to the visible tests: the hidden tests must take points away.
     rf = course.solution_sources("receptive_field")["calculator"]
-    rf_square = (rf.replace("return tuple(v) if isinstance(v, (tuple, list)) else (v, v)",
-                            "return (v[0], v[0]) if isinstance(v, (tuple, list)) else (v, v)")
-                 .replace("_Axis(1, 1, 0.0, w))", "_Axis(1, 1, 0.0, h))"))
-    assert rf_square != rf, "the receptive-field solution changed: update the visible-only variant"
+    rf_avg_floor = rf.replace("_pair(getattr(m, \"dilation\", 1)), m.ceil_mode",
+                              "_pair(getattr(m, \"dilation\", 1)), m.ceil_mode and isinstance(m, nn.MaxPool2d)")
+    assert rf_avg_floor != rf, "the receptive-field solution changed: update the visible-only variant"
     rv = course.solution_sources("resnet_variants")
     rv_wrn = rv["wrn"].replace("nn.Linear(64 * k, num_classes)", "nn.Linear(64 * k, 10)")
     rv_resnext = rv["resnext"].replace("num_classes=num_classes", "num_classes=1000")
@@ -360,9 +359,8 @@ def build(course: Course) -> list[Submission]:
     visible_only = {
         "mixed_pooling": ({"mixed_pool": MIXED_POOL_VISIBLE_ONLY}, {"test_mixed_fixed", "test_mixed_learnable"},
                           "MixedPool2d assumes square images"),
-        "receptive_field": ({"calculator": rf_square},
-                            {"test_rf_chain", "test_rf_centers", "test_rf_graph", "test_rf_published"},
-                            "compute_receptive_field treats every kernel, stride and input as square"),
+        "receptive_field": ({"calculator": rf_avg_floor}, {"test_rf_centers"},
+                            "compute_receptive_field ignores ceil_mode in average pooling (it counts one output too few)"),
         "resnet_variants": ({"wrn": rv_wrn, "resnext": rv_resnext}, {"test_wrn", "test_imagenet_twins"},
                             "WideResNet and the ImageNet builders ignore num_classes"),
     }
