@@ -1,4 +1,4 @@
-"""MobileNetV2's linear bottleneck: lib's MobileNetV2 (small-input form) trained on Fashion-MNIST with and without a ReLU6 after each block's 1x1 projection, over 3 seeds with one fixed recipe.
+"""MobileNetV2's linear bottleneck: lib's MobileNetV2 on Fashion-MNIST with and without a ReLU6 after each projection, 3 paired seeds, one fixed recipe.
 
 Sandler et al. (2018, section 3.2 and Figure 6a) argue that a ReLU on the *narrow* output of a block destroys
 information that a low-dimensional representation cannot spare, so the 1x1 projection of the inverted residual
@@ -8,9 +8,10 @@ addition), which adds no parameters, so a seed gives both networks the same init
 (a paired comparison).
 
 The recipe is the roadmap's (``lib.experiments.convnext_roadmap.FULL``, not tuned for either network): AdamW,
-learning rate 2e-3 with warm-up and cosine decay, weight decay 0.05, batch 64, the same 12,000 training images,
+learning rate 2e-3 with warm-up and cosine decay, weight decay 0.05, batch 64, the same 10,000 training images,
 validation on the 5,000 held-out training images once at the end. Parts (variant, seed) are resumable as in
-``convnext_roadmap``. ``--quick``: 2 seeds, 256 images, one epoch.
+``convnext_roadmap``; the full run is 6 parts of about two to three minutes each (one core). ``--quick``: 2 seeds,
+256 images, one epoch.
 """
 from __future__ import annotations
 

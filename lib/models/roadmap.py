@@ -32,12 +32,12 @@ separate downsampling  blocks keep their shape; a norm + 2x2 stride-2 convolutio
                        after the global pooling: ConvNeXt's layout
 =====================  ==============================================================================  ======
 
-The paper's other steps of Figure 2 (kernel 5, 9 and 11 between 3 and 7) are left out to save training time;
+The paper's other steps of Figure 2 (kernels 5, 9 and 11, tried besides 3 and 7) are left out to save training time;
 its ``ResNet-50`` row is already trained with the modern recipe (76.1 with the original one). What the paper
 adds beyond the roadmap, layer scale and stochastic depth, is part of its recipe, and is left out too, as is
 every other part of that recipe (see the experiment's docstring).
 
-Every network first pads the 28x28 image to 32x32 with the background value (``pad_value``), so that the four
+Every network first pads the 28x28 image to 32x32 with the background value (``BACKGROUND``), so that the four
 stages see 16x16, 8x8, 4x4 and 2x2 maps in every step (a 2x2 stride-2 convolution and a 3x3 stride-2 one with
 padding 1 then give the same sizes). Shapes (N = batch), e.g. the ``resnet`` step and the last step:
 
