@@ -78,13 +78,19 @@ def secrets(root: Path) -> set[str]:
     """Distinctive lines that only the instructor's side holds: solution code and hidden tests (a line that lib
     also has, such as ``self.relu = nn.ReLU(inplace=True)``, is not a secret; tests/test_release.py checks
     that no function of lib is a solution's)."""
-    lines = set()
+    cells_holding: dict[str, int] = {}
     for path in sorted((root / "solutions").glob("*/*.ipynb")):
         for cell in json.loads(path.read_text())["cells"]:
             source = "".join(cell["source"])
+            found = set()
             for region in re.findall(r"### BEGIN (?:SOLUTION|HIDDEN TESTS)\n(.*?)### END (?:SOLUTION|HIDDEN TESTS)",
                                      source, re.S):
-                lines |= {line.strip() for line in region.splitlines() if len(line.strip()) > 30}
+                found |= {line.strip() for line in region.splitlines() if len(line.strip()) > 30}
+            for line in found:
+                cells_holding[line] = cells_holding.get(line, 0) + 1
+    # A line in several cells is boilerplate (the hidden tests' import preamble, which book/instructors.md
+    # shows), not a solution or a hidden case.
+    lines = {line for line, n in cells_holding.items() if n == 1}
     exercises = "".join(p.read_text() for p in (root / "exercises").glob("*/*.ipynb"))
     public = "".join(p.read_text() for p in (root / "lib").rglob("*.py"))  # lib's own layers look alike
     return {line for line in lines if json.dumps(line)[1:-1] not in exercises  # not given away by the task
