@@ -351,6 +351,42 @@ def jupyterlab(browser, tmp_path_factory):
         log.close()
 
 
+CHAPTERS = executed_chapters()
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_check_your_understanding_answers_are_hidden_until_opened(browser, site, screenshots, entry):
+    """Every chapter ends with 5 to 8 questions whose worked answers are hidden at first and open on a click."""
+    context = browser.new_context(viewport=PHONE if entry.endswith("resnet") else DESKTOP)
+    context.route("**/*", lambda r: r.continue_() if is_loopback(r.request.url) else r.abort("internetdisconnected"))
+    page = context.new_page()
+    try:
+        page.goto(f"{site}/{entry}.html", wait_until="load", timeout=60000)
+        page.wait_for_selector("#check-your-understanding", timeout=30000)
+        questions = page.locator("#check-your-understanding .admonition.dropdown")
+        n = questions.count()
+        assert 5 <= n <= 8, f"{entry}: {n} questions in 'Check your understanding', expected 5 to 8"
+        for i in range(n):
+            body = questions.nth(i).locator(":scope > :not(.admonition-title)").first
+            assert not body.is_visible(), f"{entry}: answer {i + 1} is visible before it is opened"
+        first = questions.nth(0)
+        first.scroll_into_view_if_needed()
+        if entry.endswith(("resnet", "vit")):  # two questions as a reader sees them, closed and open
+            first.screenshot(path=str(screenshots / f"question-{slug(entry)}-closed.png"))
+        first.locator(".admonition-title").click()
+        body = first.locator(":scope > :not(.admonition-title)").first
+        body.wait_for(state="visible", timeout=5000)
+        text = first.inner_text()
+        assert "Follow-up" in text, f"{entry}: the first answer has no follow-up question"
+        assert "{glue" not in text and "glue:text" not in text, f"{entry}: an unresolved glue role in an answer"
+        if entry.endswith(("resnet", "vit")):
+            first.screenshot(path=str(screenshots / f"question-{slug(entry)}-open.png"))
+        assert not questions.nth(1).locator(":scope > :not(.admonition-title)").first.is_visible(), \
+            f"{entry}: opening one answer opened another"
+    finally:
+        context.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("version", ["exercise", "solved"])
 def test_jupyterlab_validate_button(browser, jupyterlab, built_book, version):
