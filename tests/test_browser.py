@@ -361,7 +361,7 @@ def test_check_your_understanding_answers_are_hidden_until_opened(browser, site,
     context.route("**/*", lambda r: r.continue_() if is_loopback(r.request.url) else r.abort("internetdisconnected"))
     page = context.new_page()
     try:
-        page.goto(f"{site}/{entry}.html", wait_until="load", timeout=60000)
+        page.goto(site.url(entry), wait_until="load", timeout=60000)
         page.wait_for_selector("#check-your-understanding", timeout=30000)
         questions = page.locator("#check-your-understanding .admonition.dropdown")
         n = questions.count()
