@@ -10,9 +10,10 @@ export OMP_NUM_THREADS ?= 2
 
 .PHONY: help setup data book test test-fast lab clean benchmark
 help:
-	@echo "make book   build the HTML book (sets up .venv and the data on first use) -> _build/html/index.html"
-	@echo "make test   run the whole test suite (same setup)"
-	@echo "make lab    open JupyterLab on the course"
+	@echo "make book                  build the HTML book (sets up .venv and the data on first use) -> _build/html/index.html"
+	@echo "make lab                   open JupyterLab on the course"
+	@echo "make validate NB=<file>    run a notebook's tests; exits 1 when one fails"
+	@test ! -d grader || echo "make test                  run the whole test suite (same setup); instructors: see book/instructors.md"
 
 # ---- setup: a virtual environment pinned by requirements.txt + constraints.txt; reinstalls only when they change
 $(STAMP): requirements.txt constraints.txt pyproject.toml
