@@ -8,9 +8,9 @@ addition), which adds no parameters, so a seed gives both networks the same init
 (a paired comparison).
 
 The recipe is the roadmap's (``lib.experiments.convnext_roadmap.FULL``, not tuned for either network): AdamW,
-learning rate 2e-3 with warm-up and cosine decay, weight decay 0.05, batch 64, the same 10,000 training images,
+learning rate 2e-3 with warm-up and cosine decay, weight decay 0.05, batch 64, the same 5,000 training images,
 validation on the 5,000 held-out training images once at the end. Parts (variant, seed) are resumable as in
-``convnext_roadmap``; the full run is 6 parts of about two to three minutes each (one core). ``--quick``: 2 seeds,
+``convnext_roadmap``; the full run is 6 parts of about one to one and a half minutes each (one core). ``--quick``: 2 seeds,
 256 images, one epoch.
 """
 from __future__ import annotations
