@@ -416,3 +416,15 @@ def test_pooling_shift_quick_run_writes_a_record_and_resumes(tmp_path, monkeypat
     first = pooling_shift._train_job(job)
     monkeypatch.setattr(pooling_shift, "train_one", lambda *a, **k: pytest.fail("trained again"))
     assert pooling_shift._train_job(job) == first
+
+
+def test_describe_names_the_training_time_of_a_resumed_run():
+    """A resumed run's last invocation can be minutes while its parts trained for hours: the line says both."""
+    record = {"name": "x", "provenance": {"command": "python -m lib.experiments x", "commit": "a" * 40,
+                                          "uncommitted_changes": False, "hardware": {"cpu": "CPU", "torch_threads": 1},
+                                          "wall_seconds": 600.0, "started_utc": "2026-12-02T00:00:00"},
+              "results": {"runs": [{"train_seconds": 3600.0}, {"train_seconds": 3600.0}], "config": {}}}
+    assert experiments.training_seconds(record) == 7200.0
+    assert "in 10.0 min (its last invocation" in experiments.describe(record) and "2.0 h in all" in experiments.describe(record)
+    record["results"]["runs"] = [{"train_seconds": 500.0}]
+    assert "last invocation" not in experiments.describe(record) and "(1 thread)" in experiments.describe(record)

@@ -188,6 +188,24 @@ def describe(record: dict[str, Any]) -> str:
     dirty = (f", with uncommitted changes (diff sha256 {p['diff_sha256'][:10]})" if p.get("uncommitted_changes")
              and p.get("diff_sha256") else "")
     return (f"Loaded from results/{record['name']}.json: made by `{p['command']}` at commit {p['commit'][:10]}"
-            f"{dirty} on {p['hardware']['cpu']} ({p['hardware']['torch_threads']} threads"
+            f"{dirty} on {p['hardware']['cpu']} ({p['hardware']['torch_threads']} thread{'s' if p['hardware']['torch_threads'] != 1 else ''}"
             f"{', ' + p['hardware']['cuda'] if p['hardware'].get('cuda') else ''}) "
-            f"in {p['wall_seconds'] / 60:.1f} min, {p['started_utc'][:10]}.")
+            f"in {p['wall_seconds'] / 60:.1f} min{_training_time(record, p['wall_seconds'])}, {p['started_utc'][:10]}.")
+
+
+def training_seconds(record: dict[str, Any]) -> float:
+    """The training time summed over a record's runs (``train_seconds`` of every row of its result lists)."""
+    results = record.get("results", {})
+    if isinstance(results.get("train_seconds_total"), (int, float)):
+        return float(results["train_seconds_total"])
+    return float(sum(row.get("train_seconds", 0) for value in results.values() if isinstance(value, list)
+                     for row in value if isinstance(row, dict) and isinstance(row.get("train_seconds"), (int, float))))
+
+
+def _training_time(record: dict[str, Any], wall: float) -> str:
+    # A resumable run's last invocation may reuse parts trained earlier: then its wall time understates the work.
+    total = training_seconds(record)
+    if total <= 1.05 * wall:
+        return ""
+    return (f" (its last invocation; a resumable run, whose parts trained for {total / 3600:.1f} h in all, "
+            f"summed over workers)")
