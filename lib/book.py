@@ -12,8 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 
+def plain(value: Any) -> Any:
+    """A NumPy or 0-d torch scalar as the Python number it holds (MyST-NB formats ``{glue:text}`x:.1%``` from
+    the value's ``repr``, and ``np.float64(0.5)`` is not a number to it); anything else unchanged."""
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "ndim", None) == 0:
+        return item()
+    return value
+
+
 def glue(name: str, value: Any, display: bool = False) -> None:
-    """``myst_nb.glue(name, value, display=display)``, or nothing without MyST-NB."""
+    """``myst_nb.glue(name, plain(value), display=display)``, or nothing without MyST-NB."""
+    value = plain(value)
     try:
         from myst_nb import glue as _glue
     except ImportError:  # pragma: no cover - Colab and other places without the book's tools
