@@ -43,6 +43,7 @@ def _env(root: Path) -> None:
 def _api(root: Path, overrides: dict | None = None):
     """nbgrader's Python API on the course in ``root``; ``overrides`` are config sections, e.g.
     ``{"Execute": {"timeout": 60}}``, applied over nbgrader_config.py."""
+    _quiet_nbgrader()  # nbgrader runs `alembic` from PATH: `.venv/bin/python -m grader ...` works unactivated
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
