@@ -37,7 +37,7 @@ def table() -> str:
             when = f"{p['wall_seconds'] / 60:.1f} min" + (f" (load {load:.1f} at the start)" if load is not None else "")
             total = experiments.training_seconds(record)
             if total > 1.05 * p["wall_seconds"]:
-                when += f", last invocation; {total / 3600:.1f} h of training in all (resumed)"
+                when += f"; {total / 3600:.1f} h of training summed over its parts (workers, resumed runs)"
         else:
             when = "not run yet"
         doc = (experiments.module(name).__doc__ or "").strip().splitlines()[0]

@@ -425,6 +425,6 @@ def test_describe_names_the_training_time_of_a_resumed_run():
                                           "wall_seconds": 600.0, "started_utc": "2026-12-02T00:00:00"},
               "results": {"runs": [{"train_seconds": 3600.0}, {"train_seconds": 3600.0}], "config": {}}}
     assert experiments.training_seconds(record) == 7200.0
-    assert "in 10.0 min (its last invocation" in experiments.describe(record) and "2.0 h in all" in experiments.describe(record)
+    assert "in 10.0 min (2.0 h of training summed over its parts" in experiments.describe(record)
     record["results"]["runs"] = [{"train_seconds": 500.0}]
-    assert "last invocation" not in experiments.describe(record) and "(1 thread)" in experiments.describe(record)
+    assert "summed over" not in experiments.describe(record) and "(1 thread)" in experiments.describe(record)

@@ -203,9 +203,9 @@ def training_seconds(record: dict[str, Any]) -> float:
 
 
 def _training_time(record: dict[str, Any], wall: float) -> str:
-    # A resumable run's last invocation may reuse parts trained earlier: then its wall time understates the work.
+    # Parallel workers, or a resumed run that reuses parts trained earlier: the wall time understates the work.
     total = training_seconds(record)
     if total <= 1.05 * wall:
         return ""
-    return (f" (its last invocation; a resumable run, whose parts trained for {total / 3600:.1f} h in all, "
-            f"summed over workers)")
+    return (f" ({total / 3600:.1f} h of training summed over its parts: parallel workers, or earlier "
+            f"invocations it resumed)")
