@@ -18,7 +18,9 @@ import concurrent.futures as cf
 import hashlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -219,42 +221,56 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
     failed = 0
     futures = {}
     finished = False  # False on Ctrl-C or an error: then the workers are not waited for
+    # Ctrl-C sets a flag, looked at between submissions: a KeyboardInterrupt raised inside nbgrader's API would be
+    # swallowed by its `capture_log` (a bare except) and the run would go on, or land between two gradebook writes.
+    interrupted = threading.Event()
+    previous = (signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         futures = {executor.submit(grade, task): task for task in tasks}
-        for future in cf.as_completed(futures):
-            task = futures[future]
-            try:
-                result = future.result()
-            except Exception as e:  # noqa: BLE001 - the worker died (twice, on Dask), or could not run the task
-                name = type(e).__name__
-                why = ("its worker died while grading it" + (", twice: not retried" if name == "KilledWorker" else "")
-                       if name in ("KilledWorker", "BrokenProcessPool") else f"{name}: {e}")
-                result = Result(task.assignment, task.student, False, 0.0, reason=why[:300])
-            folder = root / "submitted" / task.student / task.assignment
-            _register(api, task.assignment, task.student, api.coursedir.get_existing_timestamp(str(folder)))
-            if result.ok:
-                _record(api, result)
-            outcome = _outcome(api, result)
-            if outcome.ok:
-                state[f"{task.assignment}/{task.student}"] = hashes[f"{task.assignment}/{task.student}"]
-                _save_state(root, state)
-            else:
-                failed += 1
-            outcomes.append(outcome)
-            if on_result is not None:
-                on_result(outcome)
-            if not quiet:
-                line = row(outcome)
-                bar.write(line) if bar is not None else print(line, flush=True)
-            if bar is not None:
-                bar.set_postfix_str(f"{failed} failed", refresh=False)
-                bar.update(1)
+        pending = set(futures)
+        while pending and not interrupted.is_set():
+            done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                if interrupted.is_set() and future.exception() is not None:
+                    break  # its worker got the Ctrl-C too: not a failure of the submission
+                task = futures[future]
+                try:
+                    result = future.result()
+                except Exception as e:  # noqa: BLE001 - the worker died (twice, on Dask), or could not run the task
+                    name = type(e).__name__
+                    why = ("its worker died while grading it" + (", twice: not retried" if name == "KilledWorker" else "")
+                           if name in ("KilledWorker", "BrokenProcessPool") else f"{name}: {e}")
+                    result = Result(task.assignment, task.student, False, 0.0, reason=why[:300])
+                folder = root / "submitted" / task.student / task.assignment
+                _register(api, task.assignment, task.student, api.coursedir.get_existing_timestamp(str(folder)))
+                if result.ok:
+                    _record(api, result)
+                outcome = _outcome(api, result)
+                if outcome.ok:
+                    state[f"{task.assignment}/{task.student}"] = hashes[f"{task.assignment}/{task.student}"]
+                    _save_state(root, state)
+                else:
+                    failed += 1
+                outcomes.append(outcome)
+                if on_result is not None:
+                    on_result(outcome)
+                if not quiet:
+                    line = row(outcome)
+                    bar.write(line) if bar is not None else print(line, flush=True)
+                if bar is not None:
+                    bar.set_postfix_str(f"{failed} failed", refresh=False)
+                    bar.update(1)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
         finished = True
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(outcomes)} of {len(tasks)} submission(s) graded and in the gradebook; "
               f"run the same command again to grade the rest", file=sys.stderr)
         raise
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         if bar is not None:
             bar.close()
         for f in futures:
