@@ -13,6 +13,8 @@ many students as --submissions asks, over the three assignments in turn.
 * jobs     JOBS=1 against JOBS=2: the throughput ratio (target: at least 1.7 on 2 cores)
 * dask     a `dask scheduler` and two `dask worker` processes on 127.0.0.1: its time against JOBS=2's
            (target: within 10%)
+* ceiling  the machine's own: a fixed pure-Python loop in one process, then in two at once (three times
+           each): the most any two workers could get out of these two cores, whatever the grader does
 
 and prints the projected time for 300 submissions at the measured throughput. Run it on an otherwise idle
 machine: the load average at the start is printed, and wall times on shared cores measure the other jobs too.
@@ -116,10 +118,26 @@ def stop(procs):
         p.wait(timeout=60)
 
 
+_SPIN = "import time\nt = time.perf_counter()\nx = 0\nfor i in range(20_000_000): x += i * i\nprint(time.perf_counter() - t)"
+
+
+def ceiling(repeats: int = 3) -> float:
+    """Throughput of two CPU-bound processes at once over one alone (2.0 on two dedicated cores)."""
+    def run(n: int) -> float:
+        start = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.DEVNULL) for _ in range(n)]
+        for p in procs:
+            p.wait()
+        return time.perf_counter() - start
+    one = statistics.median(run(1) for _ in range(repeats))
+    two = statistics.median(run(2) for _ in range(repeats))
+    return 2 * one / two
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--submissions", type=int, default=8, help="students in the class (default 8)")
-    parser.add_argument("--parts", default="time,sandbox,jobs,dask", help="which measurements, comma-separated")
+    parser.add_argument("--parts", default="time,sandbox,jobs,dask,ceiling", help="which measurements, comma-separated")
     parser.add_argument("--assignments", nargs="*", default=["mixed_pooling", "receptive_field", "resnet_variants"])
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--markdown", type=Path, help="also write them as the table book/instructors.md includes")
@@ -166,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                 report["dask_vs_jobs2"] = round(rel, 3)
                 line += f": {rel:+.1%} against JOBS=2 [target within 10%]"
             print(line)
+        if "ceiling" in parts:
+            report["two_process_ceiling"] = round(ceiling(), 2)
+            print(f"\nthis machine: two CPU-bound processes at once do {report['two_process_ceiling']:.2f}x the work of "
+                  f"one (2.00 on two dedicated cores): the ceiling for JOBS=2 over JOBS=1")
         best = min((report[k]["wall_s"] / report[k]["submissions"], k) for k in ("jobs1", "jobs2", "dask2") if k in report)
         report["projected_300_submissions_min"] = round(best[0] * 300 / 60, 1)
         print(f"\nprojected: 300 submissions in {best[0] * 300 / 60:.0f} min on this machine ({best[1]}); "
@@ -199,6 +221,9 @@ def markdown(r: dict) -> str:
     if "dask_vs_jobs2" in r:
         rows.append(f"| two local Dask workers against JOBS=2 ({r['dask2']['wall_s']:.0f} s) | "
                     f"{r['dask_vs_jobs2']:+.1%} | within 10% |")
+    if "two_process_ceiling" in r:
+        rows.append(f"| this machine's own ceiling: two CPU-bound processes at once over one (pure Python loop) | "
+                    f"{r['two_process_ceiling']:.2f}x | 2.00x on dedicated cores |")
     rows.append(f"| 300 submissions on this machine, projected | {r['projected_300_submissions_min']:.0f} min | |")
     return "\n".join(rows) + "\n"
 

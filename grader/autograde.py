@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.course import _api, _quiet_nbgrader, generate_exercises, submissions
-from grader.worker import Result, Task, grade, source_sha256
+from grader.course import _api, _prepare_nbgrader, generate_exercises, submissions
+from grader.worker import Result, Task, grade, source_sha256, warm, warm_in_background
 
-STATE_FILE = ".autograde-state.json"  # in the course root: the content hash of every graded submission
+STATE_FILE = ".autograde-state.json"  # in the course root: each graded submission's content hash and grading time
 
 
 @dataclass
@@ -45,6 +45,9 @@ class Outcome:
     reason: str = ""
     disabled_cells: int = 0
     worker: str = ""
+    started: float = 0.0   # time.time() when its worker began and ended it, and when it was in the gradebook
+    ended: float = 0.0
+    recorded: float = 0.0
 
 
 def _submission_files(root: Path, assignment: str, student: str, ignore: list[str]) -> dict[str, bytes]:
@@ -67,14 +70,16 @@ def content_hash(files: dict[str, bytes], source: str) -> str:
     return h.hexdigest()
 
 
-def _load_state(root: Path) -> dict[str, str]:
+def _load_state(root: Path) -> dict[str, dict]:
+    """assignment/student -> {"sha256": the content graded, "seconds": how long grading it took}."""
     try:
-        return json.loads((root / STATE_FILE).read_text())
+        state = json.loads((root / STATE_FILE).read_text())
     except (OSError, ValueError):
         return {}
+    return {k: v if isinstance(v, dict) else {"sha256": v} for k, v in state.items()}  # older files: the hash alone
 
 
-def _save_state(root: Path, state: dict[str, str]) -> None:
+def _save_state(root: Path, state: dict[str, dict]) -> None:
     tmp = root / (STATE_FILE + ".part")
     tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
     tmp.replace(root / STATE_FILE)
@@ -130,7 +135,8 @@ def _outcome(api, result: Result) -> Outcome:
     from nbgrader.api import Gradebook
 
     o = Outcome(result.assignment, result.student, result.ok, result.seconds, result.cpu_seconds,
-                reason=result.reason, disabled_cells=result.disabled_cells, worker=result.worker)
+                reason=result.reason, disabled_cells=result.disabled_cells, worker=result.worker,
+                started=result.started, ended=result.ended)
     with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
         for nb in gb.find_assignment(result.assignment).notebooks:
             for cell in nb.grade_cells:
@@ -149,23 +155,50 @@ def _outcome(api, result: Result) -> Outcome:
     return o
 
 
-def _use_course(root: str) -> None:
-    """In a local worker process: grade against the instructor's course itself (its solutions and config)."""
-    os.environ["GRADER_COURSE_ROOT"] = root
-
-
-def _executor(jobs: int, scheduler: str | None, root: Path):
+def _executor(jobs: int, scheduler: str | None, root: Path, assignments: list[str]):
+    """A Dask client's executor, or a pool of ``jobs`` local worker processes that grade against the instructor's
+    course itself (its solutions and config). Either way the workers start getting ready (:func:`warm`) now,
+    while this process reads the class and opens the gradebook."""
     if scheduler:
         from distributed import Client
 
         client = Client(scheduler, timeout="30s")
         # A submission whose task kills one worker is retried on another; one that kills two is reported.
         client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 1))
+        client.run(warm_in_background, assignments, wait=False)  # each on its own copy of the course
         return client.get_executor(pure=False), client
     import multiprocessing
 
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                  initializer=_use_course, initargs=(str(root),)), None
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=warm, initargs=(assignments, str(root)))
+    for _ in range(jobs):  # a pool starts its processes as work arrives: these start them all
+        pool.submit(os.getpid)
+    return pool, None
+
+
+def _expected_seconds(tasks: list[Task], state: dict[str, dict]) -> dict[str, float]:
+    """How long each submission should take, to grade the longest first (so that no worker is left with a long
+    one at the end while the others idle): its own last grading, else its assignment's median, else its code's
+    size (a notebook that runs more code takes longer; blank ones fail fast), scaled by the class's median."""
+    import statistics
+
+    seconds = {k: v["seconds"] for k, v in state.items() if v.get("seconds")}
+    by_assignment = {}
+    for key, s in seconds.items():
+        by_assignment.setdefault(key.split("/")[0], []).append(s)
+    size = {f"{t.assignment}/{t.student}": sum(map(len, t.files.values())) for t in tasks}
+    typical = statistics.median(seconds.values()) if seconds else 1.0
+    mean_size = statistics.mean(size.values()) or 1
+    out = {}
+    for t in tasks:
+        key = f"{t.assignment}/{t.student}"
+        if key in seconds:
+            out[key] = seconds[key]
+        elif t.assignment in by_assignment:
+            out[key] = statistics.median(by_assignment[t.assignment])
+        else:
+            out[key] = typical * size[key] / mean_size
+    return out
 
 
 def _progress(total: int, enabled: bool):
@@ -187,36 +220,26 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
     ``jobs``: worker processes on this machine (default: the number of cores); ``scheduler``: the address of a
     Dask scheduler instead. ``force=False`` skips submissions graded before whose content has not changed.
     """
-    from nbgrader.api import Gradebook
-
-    _quiet_nbgrader()
     root = Path(root).resolve()
-    api = _api(root, overrides)
     found = [(a, s) for a, s in submissions(root, names) if not students or s in students]
-    with Gradebook(api.coursedir.db_url) as gb:
-        known = {a.name for a in gb.assignments}
-    for assignment in sorted({a for a, _ in found} - known):  # a fresh clone has no gradebook yet
-        print(f"{assignment} is not in the gradebook yet: generating it from solutions/{assignment}/")
-        generate_exercises(root, [assignment])
-    sources = {a: source_sha256(root, a) for a in {a for a, _ in found}}
-    env = {k: v for k, v in os.environ.items() if k.startswith("SANDBOX") or k == "AUTOGRADE_THREADS"}
-    state = _load_state(root)
-    tasks, hashes, skipped = [], {}, 0
-    for assignment, student in found:
-        files = _submission_files(root, assignment, student, list(api.coursedir.ignore))
-        key = f"{assignment}/{student}"
-        hashes[key] = content_hash(files, sources[assignment])
-        if not force and state.get(key) == hashes[key]:
-            skipped += 1
-            continue
-        tasks.append(Task(assignment, student, files, sources[assignment], overrides or {}, env))
-    if skipped and not quiet:
-        print(f"{skipped} submission(s) unchanged since they were graded: skipped (FORCE=1 regrades them)")
+    if not found:
+        return []
+    assignments = sorted({a for a, _ in found})
     jobs = max(1, jobs or os.cpu_count() or 1)
+    # The workers start first: they import nbgrader and make their scratch courses while this process does the same
+    # and reads the class (a few seconds each, which would otherwise come one after the other).
+    executor, client = _executor(min(jobs, len(found)), scheduler, root, assignments)
+    try:
+        tasks, hashes, state, api = _prepare(root, found, force, quiet, overrides)
+    except BaseException:
+        _close(executor, client, wait=False)
+        raise
     outcomes: list[Outcome] = []
     if not tasks:
+        _close(executor, client, wait=False)
         return outcomes
-    executor, client = _executor(min(jobs, len(tasks)), scheduler, root)
+    expected = _expected_seconds(tasks, state)
+    tasks.sort(key=lambda t: -expected[f"{t.assignment}/{t.student}"])
     bar = _progress(len(tasks), (not quiet) if progress is None else progress)
     failed = 0
     futures = {}
@@ -247,8 +270,10 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
                 if result.ok:
                     _record(api, result)
                 outcome = _outcome(api, result)
+                outcome.recorded = time.time()
                 if outcome.ok:
-                    state[f"{task.assignment}/{task.student}"] = hashes[f"{task.assignment}/{task.student}"]
+                    key = f"{task.assignment}/{task.student}"
+                    state[key] = {"sha256": hashes[key], "seconds": round(result.seconds, 1)}
                     _save_state(root, state)
                 else:
                     failed += 1
@@ -275,11 +300,44 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
             bar.close()
         for f in futures:
             f.cancel()
-        if client is not None:
-            client.close()
-        else:  # after Ctrl-C the workers got the signal too: do not wait for their kernels
-            executor.shutdown(wait=finished, cancel_futures=True)
+        _close(executor, client, wait=finished)  # after Ctrl-C the workers got the signal too: not waited for
     return outcomes
+
+
+def _prepare(root: Path, found: list[tuple[str, str]], force: bool, quiet: bool, overrides: dict | None):
+    """The tasks to grade (all, or with ``force`` off those new or changed since they were graded), their content
+    hashes, the state file and nbgrader's API on the course, with every assignment in its gradebook."""
+    from nbgrader.api import Gradebook
+
+    _prepare_nbgrader()
+    api = _api(root, overrides)
+    with Gradebook(api.coursedir.db_url) as gb:
+        known = {a.name for a in gb.assignments}
+    for assignment in sorted({a for a, _ in found} - known):  # a fresh clone has no gradebook yet
+        print(f"{assignment} is not in the gradebook yet: generating it from solutions/{assignment}/")
+        generate_exercises(root, [assignment])
+    sources = {a: source_sha256(root, a) for a in {a for a, _ in found}}
+    env = {k: v for k, v in os.environ.items() if k.startswith("SANDBOX") or k == "AUTOGRADE_THREADS"}
+    state = _load_state(root)
+    tasks, hashes, skipped = [], {}, 0
+    for assignment, student in found:
+        files = _submission_files(root, assignment, student, list(api.coursedir.ignore))
+        key = f"{assignment}/{student}"
+        hashes[key] = content_hash(files, sources[assignment])
+        if not force and state.get(key, {}).get("sha256") == hashes[key]:
+            skipped += 1
+            continue
+        tasks.append(Task(assignment, student, files, sources[assignment], overrides or {}, env))
+    if skipped and not quiet:
+        print(f"{skipped} submission(s) unchanged since they were graded: skipped (FORCE=1 regrades them)")
+    return tasks, hashes, state, api
+
+
+def _close(executor, client, *, wait: bool) -> None:
+    if client is not None:
+        client.close()
+    else:
+        executor.shutdown(wait=wait, cancel_futures=True)
 
 
 def row(o: Outcome) -> str:

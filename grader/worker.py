@@ -50,6 +50,8 @@ class Result:
     disabled_cells: int = 0
     memory_exceeded: bool = False
     worker: str = ""
+    started: float = 0.0   # time.time() when the worker began and ended it: the benchmark's timeline
+    ended: float = 0.0
 
 
 def source_sha256(root: Path, assignment: str) -> str:
@@ -83,6 +85,32 @@ def _template(root: Path, assignment: str, digest: str) -> Path:
         return course
 
 
+def warm(assignments: list[str], root: str | None = None) -> None:
+    """Get a worker process ready before its first submission: nbgrader imported (5 s of CPU) and a scratch
+    course made for each assignment, while the instructor's process is still reading the class. A local pool
+    runs it as each worker's initializer, a Dask client on every worker; it never raises (a worker whose copy
+    of an assignment differs reports it on the submission, where it belongs)."""
+    try:
+        if root:
+            os.environ["GRADER_COURSE_ROOT"] = root
+        from grader.course import _prepare_nbgrader
+
+        _prepare_nbgrader()
+        course = Path(os.environ.get("GRADER_COURSE_ROOT") or REPO)
+        for assignment in assignments:
+            _template(course, assignment, source_sha256(course, assignment))
+    except Exception:  # noqa: BLE001 - grade() meets the same problem again and reports it per submission
+        pass
+
+
+async def warm_in_background(assignments: list[str]) -> None:
+    """:func:`warm` on a Dask worker (``Client.run(..., wait=False)``): in a thread, so that the worker's event
+    loop keeps answering the scheduler meanwhile."""
+    import asyncio
+
+    await asyncio.to_thread(warm, assignments)
+
+
 def _cpu() -> float:
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
@@ -90,11 +118,12 @@ def _cpu() -> float:
 
 def grade(task: Task, root: Path | None = None) -> Result:
     """Grade one submission (``root``: this worker's copy of the course, default the one it runs from)."""
-    from grader.course import _api, _quiet_nbgrader, reason
+    from grader.course import _api, _prepare_nbgrader, reason
 
     root = Path(root or os.environ.get("GRADER_COURSE_ROOT") or REPO)
     start, cpu_start = time.perf_counter(), _cpu()
-    result = Result(task.assignment, task.student, False, 0.0, worker=os.uname().nodename + f":{os.getpid()}")
+    result = Result(task.assignment, task.student, False, 0.0, worker=os.uname().nodename + f":{os.getpid()}",
+                    started=time.time())
     if os.environ.get("GRADER_FAULT_EXIT_ON") == task.student:  # fault injection for the retry tests
         os._exit(17)
     digest = source_sha256(root, task.assignment)
@@ -103,7 +132,7 @@ def grade(task: Task, root: Path | None = None) -> Result:
                          f"instructor's: update the worker's copy (git pull) and grade again")
         result.seconds = time.perf_counter() - start
         return result
-    _quiet_nbgrader()
+    _prepare_nbgrader()
     os.environ.update(task.env)
     os.environ["OMP_NUM_THREADS"] = os.environ.get("AUTOGRADE_THREADS", "1")
     template = _template(root, task.assignment, digest)
@@ -142,4 +171,5 @@ def grade(task: Task, root: Path | None = None) -> Result:
         shutil.rmtree(scratch, ignore_errors=True)
     result.seconds = time.perf_counter() - start
     result.cpu_seconds = _cpu() - cpu_start
+    result.ended = time.time()
     return result

@@ -66,9 +66,9 @@ def gradebook(root: Path) -> dict:
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
     """The class graded the way nbgrader does, one submission after another through its own API."""
-    from grader.course import _api, _quiet_nbgrader, generate_exercises
+    from grader.course import _api, _prepare_nbgrader, generate_exercises
 
-    _quiet_nbgrader()
+    _prepare_nbgrader()
     root = _course(tmp_path_factory.mktemp("sequential") / "course", _class(fixtures.Course(ROOT)))
     generate_exercises(root, [A])
     api = _api(root)
