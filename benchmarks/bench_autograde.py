@@ -94,7 +94,7 @@ def _free_port() -> int:
 def dask_cluster(base: Path, workers: int = 2):
     port = _free_port()
     dask = str(Path(sys.executable).with_name("dask"))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), DASK_CONFIG=str(ROOT / "grader" / "dask.yaml"))  # as instructors.md says
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     for i in range(workers):

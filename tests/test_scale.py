@@ -150,7 +150,8 @@ class Cluster:
         self.port = _free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         dask = str(Path(PY).with_name("dask"))
-        env = dict(os.environ, PYTHONPATH=str(ROOT), DASK_DISTRIBUTED__WORKER__DAEMON="False")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), DASK_DISTRIBUTED__WORKER__DAEMON="False",
+                   DASK_CONFIG=str(ROOT / "grader" / "dask.yaml"))  # the settings book/instructors.md starts them with
         self.procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
                                         "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)]
@@ -195,6 +196,11 @@ class Cluster:
 def test_a_dask_cluster_grades_the_class_and_retries_a_lost_worker(sequential, tmp_path):
     cluster = Cluster(tmp_path)
     try:
+        from distributed import Client
+
+        with Client(cluster.address, timeout="60s") as client:  # the workers run with grader/dask.yaml's settings
+            settings = client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled"))
+        assert list(settings.values()) == [False, False], settings
         root = _course(tmp_path / "course", _class(fixtures.Course(ROOT)))
         killed = []
 
