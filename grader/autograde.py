@@ -235,8 +235,11 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
         _close(executor, client, wait=False)
         raise
     outcomes: list[Outcome] = []
-    if not tasks:
+    if not tasks:  # nothing new to grade: the workers, still importing nbgrader, are not waited for
+        processes = list((getattr(executor, "_processes", None) or {}).values())
         _close(executor, client, wait=False)
+        for process in processes:
+            process.terminate()
         return outcomes
     expected = _expected_seconds(tasks, state)
     tasks.sort(key=lambda t: -expected[f"{t.assignment}/{t.student}"])

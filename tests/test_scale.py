@@ -135,6 +135,9 @@ def test_an_interrupted_run_resumes_with_what_is_left(sequential, tmp_path):
     fourth = _run(root, "--jobs", "2", "--student", "ben")  # ben resubmitted: graded again, alone
     out4, _ = fourth.communicate(timeout=600)
     assert f"{A}      ben" in out4 and "12.0 / 12.0" in out4, out4[-1500:]
+    fifth = _run(root, "--jobs", "2", "--student", "ben")  # nothing at all to grade: the workers started are stopped
+    out5, _ = fifth.communicate(timeout=300)
+    assert fifth.returncode == 0 and "1 submission(s) unchanged" in out5 and f"{A}      ben" not in out5, out5[-1500:]
 
 
 def _free_port() -> int:
