@@ -48,7 +48,7 @@ def alembic_head() -> str:
 def _alembic_head_in_process() -> None:
     """nbgrader stamps every new gradebook with ``alembic heads``, run as a subprocess that imports nbgrader
     again: 6 s of CPU here, paid by every scratch gradebook a grading worker makes. The same answer read in this
-    process costs 0.2 s; tests/test_scale.py checks that both give the same revision."""
+    process costs 0.2 s; tests/test_autograde_plan.py checks that both give the same revision."""
     import functools
 
     import nbgrader.api

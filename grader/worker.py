@@ -50,7 +50,7 @@ class Result:
     disabled_cells: int = 0
     memory_exceeded: bool = False
     worker: str = ""
-    started: float = 0.0   # time.time() when the worker began and ended it: the benchmark's timeline
+    started: float = 0.0   # time.time() when the worker began and ended it: a run's timeline, for profiling
     ended: float = 0.0
 
 
