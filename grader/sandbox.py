@@ -128,25 +128,39 @@ def _tools() -> dict[str, str]:
 
 
 _CHECKED: dict[str, str] = {}
+PROBE = "import torch, lib"  # what every kernel needs: a sandbox that hides the venv, lib or the data fails here
 
 
 def check() -> None:
-    """Raise :class:`SandboxUnavailable` unless a trivial command runs in the sandbox here (cached)."""
+    """Raise :class:`SandboxUnavailable` unless the kernel's Python can ``import torch, lib`` in the sandbox here,
+    saying why not (the first call takes a few seconds: it imports torch; then it is cached for the process)."""
     if "ok" in _CHECKED:
         return
     if "error" in _CHECKED:
         raise SandboxUnavailable(_CHECKED["error"])
     try:
-        tools = _tools()
-        with tempfile.TemporaryDirectory(prefix="grader-probe-") as tmp:
-            spec = Sandbox(Path(tmp), Path(tmp), Limits(), tools)
-            result = subprocess.run(spec.command(["/bin/true"]), capture_output=True, text=True, timeout=60)
-        if result.returncode != 0:
-            raise SandboxUnavailable(f"bubblewrap failed here ({result.stderr.strip()[:300] or result.returncode}): {FIX}")
+        _probe(_tools())
     except SandboxUnavailable as e:
         _CHECKED["error"] = str(e)
         raise
     _CHECKED["ok"] = "1"
+
+
+def _probe(tools: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="grader-probe-") as tmp:
+        spec = Sandbox(Path(tmp), Path(tmp), Limits(), tools)
+        try:
+            result = subprocess.run(spec.command([sys.executable, "-c", PROBE]), capture_output=True, text=True, check=False,
+                                    timeout=120)
+        except subprocess.TimeoutExpired:
+            raise SandboxUnavailable(f"`{PROBE}` took over 120 s in the sandbox: {FIX}") from None
+    if result.returncode == 0:
+        return
+    why = " / ".join(result.stderr.strip().splitlines()[-3:] or [f"exit status {result.returncode}"])[-400:]
+    if "bwrap:" in result.stderr:
+        raise SandboxUnavailable(f"bubblewrap failed here ({why}): {FIX}")
+    raise SandboxUnavailable(f"the sandbox starts, but the kernel's Python cannot `{PROBE}` in it ({why}): the venv, "
+                             f"`lib` or the data are not visible inside; `make sandbox` prints what it binds")
 
 
 @dataclass
@@ -193,46 +207,53 @@ class Sandbox:
 
     def command(self, kernel_cmd: list[str]) -> list[str]:
         """The command line that runs ``kernel_cmd`` in this sandbox."""
-        lim = self.limits
-        prlimit = [self.tools["prlimit"], f"--data={lim.memory}", f"--fsize={lim.file_size}", "--core=0",
-                   f"--nofile={lim.open_files}"]
-        if self.as_root:
-            prlimit.append(f"--nproc={lim.processes}")
-        else:  # the limit counts every process of this user: leave room for the ones already running
-            prlimit.append(f"--nproc={lim.processes + _processes_of(os.getuid())}")
         bwrap = [self.tools["bwrap"], "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
                  "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox"]
         if not self.as_root:
             bwrap.append("--unshare-user")
-        read_only = self._read_only()
-        parents = sorted({a for p in [*read_only, Path(HOME)] for a in p.parents if a != Path("/")},
-                         key=lambda a: len(a.parts))
-        for d in parents:  # bwrap would make the folders above a mount point private (0700) to root
-            if not any(d == q or q in d.parents for q in read_only):
-                bwrap += ["--perms", "0755", "--dir", str(d)]
-        for p in read_only:
-            bwrap += ["--ro-bind", str(p), str(p)]
-        bwrap += ["--perms", "0755", "--dir", CHECKS_ROOT, "--perms", "0755", "--dir", f"{CHECKS_ROOT}/grader",
-                  "--ro-bind", str(GRADER / "__init__.py"), f"{CHECKS_ROOT}/grader/__init__.py",
-                  "--ro-bind", str(GRADER / "checks"), f"{CHECKS_ROOT}/grader/checks"]
-        bwrap += ["--proc", "/proc", "--dev", "/dev", "--size", str(64 << 20), "--tmpfs", "/dev/shm",
-                  "--size", str(lim.tmp_size), "--tmpfs", "/tmp",
-                  "--size", str(lim.work_size), "--tmpfs", HOME,
-                  "--ro-bind", str(self.submission), "/submission",
-                  "--bind", str(self.ipc_dir), str(self.ipc_dir),
-                  "--clearenv"]
+        bwrap += [*self._private_mounts(), *self._binds(), "--clearenv"]
         for key, value in self.environment().items():
             bwrap += ["--setenv", key, value]
         bwrap += ["--chdir", HOME, "--"]
-        # Inside: copy the submission into the private tmpfs, hand everything to the kernel's user, drop root.
-        drop = ""
+        return [*self._prlimit(), "--", *bwrap, "/bin/sh", "-c", self._inner_script(), "sandbox", *kernel_cmd]
+
+    def _prlimit(self) -> list[str]:
+        lim = self.limits
+        nproc = lim.processes if self.as_root else lim.processes + _processes_of(os.getuid())  # leave room for
+        return [self.tools["prlimit"], f"--data={lim.memory}", f"--fsize={lim.file_size}", "--core=0",  # the user's own
+                f"--nofile={lim.open_files}", f"--nproc={nproc}"]
+
+    def _private_mounts(self) -> list[str]:
+        """The sandbox's own file systems, mounted first: what is bound later (a course under /tmp) stays visible."""
+        lim = self.limits
+        return ["--proc", "/proc", "--dev", "/dev", "--size", str(64 << 20), "--tmpfs", "/dev/shm",
+                "--size", str(lim.tmp_size), "--tmpfs", "/tmp", "--perms", "0755", "--dir", str(Path(HOME).parent),
+                "--size", str(lim.work_size), "--tmpfs", HOME]
+
+    def _binds(self) -> list[str]:
+        """The folders above each read-only path, the read-only paths, the checks, the submission and IPC."""
+        read_only = self._read_only()
+        mounted = {Path(p) for p in ("/proc", "/dev", "/dev/shm", "/tmp", HOME, Path(HOME).parent)}
+        parents = sorted({a for p in read_only for a in p.parents if a != Path("/")} - mounted,
+                         key=lambda a: len(a.parts))
+        args = []
+        for d in parents:  # bwrap would make the folders above a mount point private (0700) to root
+            if not any(d == q or q in d.parents for q in read_only):
+                args += ["--perms", "0755", "--dir", str(d)]
+        for p in read_only:
+            args += ["--ro-bind", str(p), str(p)]
+        args += ["--perms", "0755", "--dir", CHECKS_ROOT, "--perms", "0755", "--dir", f"{CHECKS_ROOT}/grader",
+                 "--ro-bind", str(GRADER / "__init__.py"), f"{CHECKS_ROOT}/grader/__init__.py",
+                 "--ro-bind", str(GRADER / "checks"), f"{CHECKS_ROOT}/grader/checks"]
+        return args + ["--ro-bind", str(self.submission), "/submission", "--bind", str(self.ipc_dir), str(self.ipc_dir)]
+
+    def _inner_script(self) -> str:
+        """Inside: copy the submission into the private tmpfs, hand everything to the kernel's user, drop root."""
+        drop = "exec "
         if self.as_root:
             drop = (f"chown -R {self.uid}:{self.uid} {HOME} && chmod 1777 /tmp && exec {self.tools['setpriv']} "
                     f"--reuid={self.uid} --regid={self.uid} --clear-groups --inh-caps=-all --bounding-set=-all -- ")
-        else:
-            drop = "exec "
-        script = f'mkdir -p {HOME}/work && cp -R /submission/. {HOME}/work/ && cd {HOME}/work && {drop}"$@"'
-        return [*prlimit, "--", *bwrap, "/bin/sh", "-c", script, "sandbox", *kernel_cmd]
+        return f'mkdir -p {HOME}/work && cp -R /submission/. {HOME}/work/ && cd {HOME}/work && {drop}"$@"'
 
     def describe(self) -> str:
         return shlex.join(self.command(["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]))

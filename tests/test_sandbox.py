@@ -286,3 +286,51 @@ def test_a_missing_sandbox_stops_autograde(monkeypatch):
     with pytest.raises(SystemExit, match="cannot run here: bwrap not found"):
         with sandbox_banner():
             pass
+
+
+def test_the_probe_imports_torch_and_lib_and_says_why_it_cannot(monkeypatch, tmp_path):
+    """`check()` runs the kernel's Python in the sandbox: a `lib` that cannot be imported there is named."""
+    monkeypatch.setattr(sandbox, "_CHECKED", {})
+    broken = tmp_path / "lib"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('this lib is broken inside the sandbox')")
+    monkeypatch.setattr(sandbox, "lib_dir", lambda: broken)
+    with pytest.raises(sandbox.SandboxUnavailable, match="cannot `import torch, lib`.*broken inside the sandbox"):
+        sandbox.check()
+    with pytest.raises(sandbox.SandboxUnavailable, match="broken inside"):  # cached: not probed twice
+        sandbox.check()
+
+
+def _copy_course(target: Path) -> Path:
+    """The course as a clone holds it (lib, grader, solutions, config) and its data, at ``target``."""
+    import shutil
+
+    from lib.data import cache_dir
+
+    root = fixtures.make_course(target, cell_timeout=60)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "lib", root / "lib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(cache_dir(), root / "data x")
+    return root
+
+
+def test_grading_works_in_a_course_under_tmp_in_a_path_with_a_space():
+    """The sandbox's /tmp is mounted before the course's binds: a clone under /tmp (its lib and data too) grades."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="course under tmp ", dir="/tmp"))
+    try:
+        root = _copy_course(base / "course x")
+        fixtures.Submission("honest", A, "an honest student", fixtures.Course(root).solved(A)).write(root / "submitted")
+        script = ("import json, sys; from grader.autograde import autograde; "
+                  "o = autograde(sys.argv[1], jobs=1, quiet=True)[0]; print(json.dumps([o.ok, o.auto, o.reason]))")
+        env = dict(os.environ, PYTHONPATH=str(root), CNN_COURSE_DATA=str(root / "data x"))
+        run = subprocess.run([sys.executable, "-c", script, str(root)], cwd=root, env=env, capture_output=True, check=False,
+                             text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        ok, auto, reason = json.loads(run.stdout.strip().splitlines()[-1])
+        assert ok and auto == fixtures.full_marks(A), reason
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
