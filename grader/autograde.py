@@ -147,11 +147,17 @@ def _outcome(api, result: Result) -> Outcome:
         if result.ok:
             sub = gb.find_submission(result.assignment, result.student)
             o.auto = sum(g.auto_score or 0.0 for nb in sub.notebooks for g in nb.grades if g.cell.cell_type == "code")
-    if result.ok and result.memory_exceeded:
-        from grader.sandbox import Limits, human
+    from grader.sandbox import Limits, human
+
+    limits = Limits.from_env()
+    if result.memory_exceeded:
         o.ok = False
-        o.reason = (f"a cell ran out of the sandbox's memory ({human(Limits.from_env().memory)} per process): its "
+        o.reason = (f"a cell ran out of the sandbox's memory ({human(limits.memory)} for the sandbox as a whole): its "
                     f"cells that needed it scored 0; SANDBOX_MEMORY=8G raises the cap")
+    elif result.ok and result.timed_out:
+        o.ok = False
+        o.reason = (f"grading it took longer than its limit of {limits.wall_time} s: the cell running then was stopped "
+                    f"and the cells after it were not run (they score 0); SANDBOX_WALL_TIME=1800 raises the limit")
     return o
 
 

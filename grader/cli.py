@@ -75,7 +75,7 @@ def describe_sandbox() -> int:
     except sandbox.SandboxUnavailable as e:
         print(f"the sandbox cannot run here: {e}")
         return 1
-    box = sandbox.Sandbox(Path("<submission folder>"), Path("<ipc folder>"), limits)
+    box = sandbox.Sandbox(Path("<submission folder>"), Path("<connection file>"), limits)
     print(f"the sandbox runs here ({'as root: the kernel runs as its own user id' if box.as_root else 'as your user, in a user namespace'}).")
     print(f"limits: {limits.describe()}")
     print("a kernel starts as:\n  " + box.describe().replace(" --", " \\\n    --"))

@@ -48,7 +48,8 @@ class Result:
     notebooks: dict[str, str] = field(default_factory=dict)   # notebook name -> autograded notebook (JSON)
     files: dict[str, bytes] = field(default_factory=dict)     # other files nbgrader put in autograded/
     disabled_cells: int = 0
-    memory_exceeded: bool = False
+    memory_exceeded: bool = False  # a cell ran out of the sandbox's memory (a MemoryError, or an OOM kill)
+    timed_out: bool = False        # grading it reached the wall-clock limit: the cells after it were not run
     worker: str = ""
     started: float = 0.0   # time.time() when the worker began and ended it: a run's timeline, for profiling
     ended: float = 0.0
@@ -93,9 +94,12 @@ def warm(assignments: list[str], root: str | None = None) -> None:
     try:
         if root:
             os.environ["GRADER_COURSE_ROOT"] = root
+        from grader import sandbox
         from grader.course import _prepare_nbgrader
 
         _prepare_nbgrader()
+        if sandbox.enabled():
+            sandbox.check()  # the start-up probe (an import of torch in the sandbox), before the first submission
         course = Path(os.environ.get("GRADER_COURSE_ROOT") or REPO)
         for assignment in assignments:
             _template(course, assignment, source_sha256(course, assignment))
@@ -118,10 +122,12 @@ def _cpu() -> float:
 
 def grade(task: Task, root: Path | None = None) -> Result:
     """Grade one submission (``root``: this worker's copy of the course, default the one it runs from)."""
+    from grader import sandbox
     from grader.course import _api, _prepare_nbgrader, reason
 
     root = Path(root or os.environ.get("GRADER_COURSE_ROOT") or REPO)
     start, cpu_start = time.perf_counter(), _cpu()
+    sandbox.start_clock()  # the wall-clock limit counts from here: setting up and scanning it included
     result = Result(task.assignment, task.student, False, 0.0, worker=os.uname().nodename + f":{os.getpid()}",
                     started=time.time())
     if os.environ.get("GRADER_FAULT_EXIT_ON") == task.student:  # fault injection for the retry tests
@@ -136,6 +142,7 @@ def grade(task: Task, root: Path | None = None) -> Result:
     os.environ.update(task.env)
     os.environ["OMP_NUM_THREADS"] = os.environ.get("AUTOGRADE_THREADS", "1")
     template = _template(root, task.assignment, digest)
+    oom_kills = sandbox.oom_kills()
     scratch = Path(tempfile.mkdtemp(prefix=f"grader-{task.assignment}-"))
     try:
         os.symlink(root / "solutions", scratch / "solutions")
@@ -163,8 +170,10 @@ def grade(task: Task, root: Path | None = None) -> Result:
             errors = [o.get("evalue", "") + o.get("ename", "") for text in result.notebooks.values()
                       for c in json.loads(text)["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
             result.memory_exceeded = any(m in e for e in errors for m in _MEMORY_ERRORS)
+            result.timed_out = any(sandbox.WALL_ERROR in e for e in errors)
         else:
             result.reason = reason(out)
+        result.memory_exceeded |= sandbox.oom_kills() > oom_kills
     except Exception as e:  # noqa: BLE001 - one submission's failure is reported, never raised into the pool
         result.ok, result.reason = False, f"{type(e).__name__}: {e}"[:300]
     finally:
