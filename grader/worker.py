@@ -1,7 +1,7 @@
 """The one grading function: a submission in, its graded notebooks and scores out, as data.
 
 :func:`grade` runs wherever a grading job runs: in a local worker process (``JOBS=N``) or on a Dask worker
-(``SCHEDULER=tcp://...``), both through the ``concurrent.futures`` interface. It never touches the
+(``SCHEDULER=tls://...``), both through the ``concurrent.futures`` interface. It never touches the
 instructor's gradebook. It grades the submission with nbgrader's own ``autograde`` in a private scratch
 course built from the worker's copy of the course (``solutions/``, the config, the sandbox), whose throw-away
 gradebook holds only the assignment's definition; the caller (``grader.autograde``) alone writes the real
@@ -34,6 +34,7 @@ class Task:
     source_sha256: str             # of solutions/<assignment>/: the worker's copy must be the same
     overrides: dict = field(default_factory=dict)  # nbgrader config sections over nbgrader_config.py
     env: dict[str, str] = field(default_factory=dict)  # SANDBOX*, AUTOGRADE_THREADS for the worker's kernels
+    code_sha256: str = ""          # of the grader's code (grader/, lib/, nbgrader_config.py): the worker's must match
 
 
 @dataclass
@@ -61,6 +62,19 @@ def source_sha256(root: Path, assignment: str) -> str:
     folder = root / "solutions" / assignment
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".ipynb_checkpoints" not in p.parts):
         h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def code_sha256(root: Path) -> str:
+    """A digest of the code that grades: the grader package and the `lib` this process imports (the checks and
+    the kernel run them) and the course's nbgrader_config.py. A worker whose copy differs refuses the task."""
+    from grader.sandbox import GRADER, lib_dir
+
+    h = hashlib.sha256()
+    for folder in (GRADER, lib_dir()):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            h.update(f"{folder.name}/{path.relative_to(folder)}".encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update((Path(root) / "nbgrader_config.py").read_bytes())
     return h.hexdigest()
 
 
@@ -136,6 +150,11 @@ def grade(task: Task, root: Path | None = None) -> Result:
     if digest != task.source_sha256:
         result.reason = (f"this worker's copy of the course ({root}) has another solutions/{task.assignment}/ than the "
                          f"instructor's: update the worker's copy (git pull) and grade again")
+        result.seconds = time.perf_counter() - start
+        return result
+    if task.code_sha256 and task.code_sha256 != code_sha256(root):
+        result.reason = (f"this worker's grader code (grader/, lib/ or nbgrader_config.py in {root}) differs from the "
+                         f"instructor's: update the worker's copy to the same commit and grade again")
         result.seconds = time.perf_counter() - start
         return result
     _prepare_nbgrader()
