@@ -106,7 +106,7 @@ collect: setup
 
 # Autograde every submission in submitted/ (or ASSIGNMENT=<name> only) that is new or changed since it was last
 # graded, each in the sandbox, JOBS at once (default: the number of cores), with a progress bar and a score table.
-# FORCE=1 regrades everything; SCHEDULER=tcp://host:8786 grades on a Dask cluster; SANDBOX=off (trusted work only).
+# FORCE=1 regrades everything; SCHEDULER=tls://host:8786 grades on a Dask cluster; SANDBOX=off (trusted work only).
 autograde: setup data sandbox-tools
 	$(GRADE) autograde $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
 		$(if $(filter 1 yes true,$(FORCE)),--force)
@@ -122,6 +122,20 @@ grades: setup
 # Whether the sandbox runs here, its limits and the bubblewrap command line it starts a kernel with.
 sandbox: setup sandbox-tools
 	$(GRADE) sandbox
+
+# A Dask grading cluster over TLS with the course's certificates (book/instructors.md, "Beyond one machine").
+.PHONY: dask-certs dask-scheduler dask-worker
+DASK_CERTS ?= .dask-certs
+DASK_TLS = --tls-ca-file $(DASK_CERTS)/ca.pem --tls-cert $(DASK_CERTS)/cluster.pem --tls-key $(DASK_CERTS)/cluster-key.pem
+dask-certs: setup
+	$(GRADE) dask-certs $(DASK_CERTS)
+dask-scheduler: setup
+	@test -n "$(HOST)" || { echo "usage: make dask-scheduler HOST=<this machine's address on the cluster's network>"; exit 2; }
+	DASK_CONFIG=$(CURDIR)/grader/dask.yaml $(BIN)/dask scheduler --host $(HOST) --port 8786 --protocol tls --no-dashboard $(DASK_TLS)
+dask-worker: setup data sandbox-tools
+	@test -n "$(SCHEDULER)" -a -n "$(HOST)" || { echo "usage: make dask-worker SCHEDULER=tls://<host>:8786 HOST=<this machine's address>"; exit 2; }
+	DASK_CONFIG=$(CURDIR)/grader/dask.yaml PYTHONPATH=$(CURDIR) $(BIN)/dask worker $(SCHEDULER) --host $(HOST) \
+		--nthreads 1 --nworkers 2 --no-dashboard $(DASK_TLS)
 
 # The tree to publish to students (no solutions, grader, hidden tests or instructor targets): make student-release DIR=../course-release
 student-release:

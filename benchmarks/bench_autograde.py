@@ -92,20 +92,30 @@ def _free_port() -> int:
 
 
 def dask_cluster(base: Path, workers: int = 2):
+    """A scheduler and workers on 127.0.0.1 as instructors.md starts them: TLS with the course's certificates
+    (made in ``base``; DASK_CERTS points the grader's client at them)."""
+    from grader import cluster
+
     port = _free_port()
+    certs = base / "certs"
+    cluster.make_certs(certs)
+    os.environ["DASK_CERTS"] = str(certs)
+    tls = ["--tls-ca-file", str(certs / cluster.CA), "--tls-cert", str(certs / cluster.CERT),
+           "--tls-key", str(certs / cluster.KEY)]
     dask = str(Path(sys.executable).with_name("dask"))
     env = dict(os.environ, PYTHONPATH=str(ROOT), DASK_CONFIG=str(ROOT / "grader" / "dask.yaml"))  # as instructors.md says
-    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+    procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--protocol", "tls",
+                               "--no-dashboard", *tls],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     for i in range(workers):
-        procs.append(subprocess.Popen([dask, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--nworkers",
-                                       "1", "--no-dashboard", "--local-directory", str(base / f"w{i}")],
+        procs.append(subprocess.Popen([dask, "worker", f"tls://127.0.0.1:{port}", "--nthreads", "1", "--nworkers",
+                                       "1", "--no-dashboard", "--local-directory", str(base / f"w{i}"), *tls],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True))
     from distributed import Client
-    with Client(f"tcp://127.0.0.1:{port}", timeout="60s") as client:
+    with Client(f"tls://127.0.0.1:{port}", timeout="60s", security=cluster.security(certs)) as client:
         client.wait_for_workers(workers, timeout=180)
-    return f"tcp://127.0.0.1:{port}", procs
+    return f"tls://127.0.0.1:{port}", procs
 
 
 def stop(procs):

@@ -3,7 +3,7 @@ parallel, with a progress bar, resumable, and on a Dask cluster when one machine
 
     autograde(root)                               # JOBS worker processes on this machine (default: its cores)
     autograde(root, jobs=1)                       # one at a time
-    autograde(root, scheduler="tcp://host:8786")  # one task per submission on a Dask cluster
+    autograde(root, scheduler="tls://host:8786")  # one task per submission on a Dask cluster (TLS: grader.cluster)
 
 Workers run :func:`grader.worker.grade` (the same function locally and on Dask, through the
 ``concurrent.futures`` interface both provide) and return the graded notebooks and scores as data; only this
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.course import _api, _prepare_nbgrader, generate_exercises, submissions
-from grader.worker import Result, Task, grade, source_sha256, warm, warm_in_background
+from grader.worker import Result, Task, code_sha256, grade, source_sha256, warm, warm_in_background
 
 STATE_FILE = ".autograde-state.json"  # in the course root: each graded submission's content hash and grading time
 
@@ -147,22 +147,31 @@ def _outcome(api, result: Result) -> Outcome:
         if result.ok:
             sub = gb.find_submission(result.assignment, result.student)
             o.auto = sum(g.auto_score or 0.0 for nb in sub.notebooks for g in nb.grades if g.cell.cell_type == "code")
-    if result.ok and result.memory_exceeded:
-        from grader.sandbox import Limits, human
+    from grader.sandbox import Limits, human
+
+    limits = Limits.from_env()
+    if result.memory_exceeded:
         o.ok = False
-        o.reason = (f"a cell ran out of the sandbox's memory ({human(Limits.from_env().memory)} per process): its "
+        o.reason = (f"a cell ran out of the sandbox's memory ({human(limits.memory)} for the sandbox as a whole): its "
                     f"cells that needed it scored 0; SANDBOX_MEMORY=8G raises the cap")
+    elif result.ok and result.timed_out:
+        o.ok = False
+        o.reason = (f"grading it took longer than its limit of {limits.wall_time} s: the cell running then was stopped "
+                    f"and the cells after it were not run (they score 0); SANDBOX_WALL_TIME=1800 raises the limit")
     return o
 
 
-def _executor(jobs: int, scheduler: str | None, root: Path, assignments: list[str]):
-    """A Dask client's executor, or a pool of ``jobs`` local worker processes that grade against the instructor's
-    course itself (its solutions and config). Either way the workers start getting ready (:func:`warm`) now,
-    while this process reads the class and opens the gradebook."""
+def _executor(jobs: int, scheduler: str | None, root: Path, assignments: list[str], certs: Path | None = None):
+    """A Dask client's executor (over TLS, with the course's certificates), or a pool of ``jobs`` local worker
+    processes that grade against the instructor's course itself (its solutions and config). Either way the
+    workers start getting ready (:func:`warm`) now, while this process reads the class and opens the gradebook."""
     if scheduler:
         from distributed import Client
 
-        client = Client(scheduler, timeout="30s")
+        from grader import cluster
+
+        cluster.check_address(scheduler)
+        client = Client(scheduler, timeout="30s", security=cluster.security(cluster.certs_folder(root, certs)))
         # A submission whose task kills one worker is retried on another; one that kills two is reported.
         client.run_on_scheduler(lambda dask_scheduler: setattr(dask_scheduler, "allowed_failures", 1))
         client.run(warm_in_background, assignments, wait=False)  # each on its own copy of the course
@@ -213,12 +222,13 @@ def _progress(total: int, enabled: bool):
 def autograde(root: Path, names: list[str] | None = None, *, students: list[str] | None = None,
               jobs: int | None = None, scheduler: str | None = None, force: bool = True, quiet: bool = False,
               progress: bool | None = None, overrides: dict | None = None,
-              on_result: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+              on_result: Callable[[Outcome], None] | None = None, certs: Path | None = None) -> list[Outcome]:
     """Grade the submissions in ``root``/submitted (all assignments, or ``names``; all students, or
     ``students``) and return one :class:`Outcome` per submission graded, in the order they finished.
 
     ``jobs``: worker processes on this machine (default: the number of cores); ``scheduler``: the address of a
-    Dask scheduler instead. ``force=False`` skips submissions graded before whose content has not changed.
+    Dask scheduler instead (``tls://``; ``certs``: the folder of its certificates, default ``DASK_CERTS`` or
+    ``.dask-certs``). ``force=False`` skips submissions graded before whose content has not changed.
     """
     root = Path(root).resolve()
     found = [(a, s) for a, s in submissions(root, names) if not students or s in students]
@@ -228,7 +238,7 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
     jobs = max(1, jobs or os.cpu_count() or 1)
     # The workers start first: they import nbgrader and make their scratch courses while this process does the same
     # and reads the class (a few seconds each, which would otherwise come one after the other).
-    executor, client = _executor(min(jobs, len(found)), scheduler, root, assignments)
+    executor, client = _executor(min(jobs, len(found)), scheduler, root, assignments, certs)
     try:
         tasks, hashes, state, api = _prepare(root, found, force, quiet, overrides)
     except BaseException:
@@ -320,6 +330,7 @@ def _prepare(root: Path, found: list[tuple[str, str]], force: bool, quiet: bool,
         print(f"{assignment} is not in the gradebook yet: generating it from solutions/{assignment}/")
         generate_exercises(root, [assignment])
     sources = {a: source_sha256(root, a) for a in {a for a, _ in found}}
+    code = code_sha256(root)
     env = {k: v for k, v in os.environ.items() if k.startswith("SANDBOX") or k == "AUTOGRADE_THREADS"}
     state = _load_state(root)
     tasks, hashes, skipped = [], {}, 0
@@ -330,7 +341,7 @@ def _prepare(root: Path, found: list[tuple[str, str]], force: bool, quiet: bool,
         if not force and state.get(key, {}).get("sha256") == hashes[key]:
             skipped += 1
             continue
-        tasks.append(Task(assignment, student, files, sources[assignment], overrides or {}, env))
+        tasks.append(Task(assignment, student, files, sources[assignment], overrides or {}, env, code))
     if skipped and not quiet:
         print(f"{skipped} submission(s) unchanged since they were graded: skipped (FORCE=1 regrades them)")
     return tasks, hashes, state, api

@@ -9,6 +9,7 @@
     python -m grader validate NB.ipynb         run a notebook's tests (hidden ones too, for a solution); exit 1 on failure
     python -m grader student-release DIR       write the tree a course publishes to its students
     python -m grader sandbox                   check that the sandbox runs here; print its limits and command line
+    python -m grader dask-certs DIR            make the Dask grading cluster's TLS certificates (CA and cluster's)
 
 Every command runs in the course root (``--root``, default: the repository), where nbgrader_config.py is.
 `nbgrader validate` exits 0 even when tests fail, and `nbgrader autograde` stops at nothing but reports
@@ -75,10 +76,25 @@ def describe_sandbox() -> int:
     except sandbox.SandboxUnavailable as e:
         print(f"the sandbox cannot run here: {e}")
         return 1
-    box = sandbox.Sandbox(Path("<submission folder>"), Path("<ipc folder>"), limits)
+    box = sandbox.Sandbox(Path("<submission folder>"), Path("<connection file>"), limits)
     print(f"the sandbox runs here ({'as root: the kernel runs as its own user id' if box.as_root else 'as your user, in a user namespace'}).")
     print(f"limits: {limits.describe()}")
     print("a kernel starts as:\n  " + box.describe().replace(" --", " \\\n    --"))
+    return 0
+
+
+def dask_certs(folder: Path) -> int:
+    """What `make dask-certs` runs: the cluster's certificates, and where each file goes."""
+    from grader.cluster import make_certs
+
+    try:
+        files = make_certs(folder)
+    except FileExistsError as e:
+        print(e)
+        return 1
+    print("made " + ", ".join(str(f) for f in files))
+    print(f"copy {files[0].name}, {files[2].name} and {files[3].name} to every machine of the cluster; "
+          f"{files[1].name} signs them and stays here")
     return 0
 
 
@@ -96,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("assignments", nargs="*")
     p.add_argument("--student", action="append", help="only this student (repeatable)")
     p.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: the number of cores)")
-    p.add_argument("--scheduler", default=None, help="a Dask scheduler's address, e.g. tcp://host:8786")
+    p.add_argument("--scheduler", default=None, help="a Dask scheduler's address, e.g. tls://host:8786")
+    p.add_argument("--certs", type=Path, default=None,
+                   help="the Dask cluster's certificates (default: DASK_CERTS, else .dask-certs in the course)")
     p.add_argument("--force", action="store_true", help="regrade submissions that have not changed since last time")
     sub.add_parser("feedback").add_argument("assignments", nargs="*")
     sub.add_parser("export").add_argument("to", nargs="?", default="feedback/grades.csv",
@@ -104,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("validate").add_argument("notebook", type=Path)
     sub.add_parser("student-release").add_argument("target", type=Path, help="an empty or new folder")
     sub.add_parser("sandbox")
+    sub.add_parser("dask-certs").add_argument("folder", type=Path, nargs="?", default=Path(".dask-certs"))
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.command == "validate":
@@ -112,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         return validate(notebook, root)
     if args.command == "sandbox":
         return describe_sandbox()
+    if args.command == "dask-certs":
+        return dask_certs(args.folder)
     if args.command == "student-release":
         from grader.release import student_release
         return student_release(root, args.target.resolve())
@@ -134,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         with sandbox_banner():
             try:
                 outcomes = autograde(root, args.assignments or None, students=args.student, jobs=args.jobs,
-                                     scheduler=args.scheduler or None, force=args.force)
+                                     scheduler=args.scheduler or None, force=args.force, certs=args.certs)
             except KeyboardInterrupt:
                 return 130
         print(summary(outcomes))

@@ -1,7 +1,7 @@
 """The one grading function: a submission in, its graded notebooks and scores out, as data.
 
 :func:`grade` runs wherever a grading job runs: in a local worker process (``JOBS=N``) or on a Dask worker
-(``SCHEDULER=tcp://...``), both through the ``concurrent.futures`` interface. It never touches the
+(``SCHEDULER=tls://...``), both through the ``concurrent.futures`` interface. It never touches the
 instructor's gradebook. It grades the submission with nbgrader's own ``autograde`` in a private scratch
 course built from the worker's copy of the course (``solutions/``, the config, the sandbox), whose throw-away
 gradebook holds only the assignment's definition; the caller (``grader.autograde``) alone writes the real
@@ -34,6 +34,7 @@ class Task:
     source_sha256: str             # of solutions/<assignment>/: the worker's copy must be the same
     overrides: dict = field(default_factory=dict)  # nbgrader config sections over nbgrader_config.py
     env: dict[str, str] = field(default_factory=dict)  # SANDBOX*, AUTOGRADE_THREADS for the worker's kernels
+    code_sha256: str = ""          # of the grader's code (grader/, lib/, nbgrader_config.py): the worker's must match
 
 
 @dataclass
@@ -48,7 +49,8 @@ class Result:
     notebooks: dict[str, str] = field(default_factory=dict)   # notebook name -> autograded notebook (JSON)
     files: dict[str, bytes] = field(default_factory=dict)     # other files nbgrader put in autograded/
     disabled_cells: int = 0
-    memory_exceeded: bool = False
+    memory_exceeded: bool = False  # a cell ran out of the sandbox's memory (a MemoryError, or an OOM kill)
+    timed_out: bool = False        # grading it reached the wall-clock limit: the cells after it were not run
     worker: str = ""
     started: float = 0.0   # time.time() when the worker began and ended it: a run's timeline, for profiling
     ended: float = 0.0
@@ -60,6 +62,19 @@ def source_sha256(root: Path, assignment: str) -> str:
     folder = root / "solutions" / assignment
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and ".ipynb_checkpoints" not in p.parts):
         h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def code_sha256(root: Path) -> str:
+    """A digest of the code that grades: the grader package and the `lib` this process imports (the checks and
+    the kernel run them) and the course's nbgrader_config.py. A worker whose copy differs refuses the task."""
+    from grader.sandbox import GRADER, lib_dir
+
+    h = hashlib.sha256()
+    for folder in (GRADER, lib_dir()):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            h.update(f"{folder.name}/{path.relative_to(folder)}".encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update((Path(root) / "nbgrader_config.py").read_bytes())
     return h.hexdigest()
 
 
@@ -93,9 +108,12 @@ def warm(assignments: list[str], root: str | None = None) -> None:
     try:
         if root:
             os.environ["GRADER_COURSE_ROOT"] = root
+        from grader import sandbox
         from grader.course import _prepare_nbgrader
 
         _prepare_nbgrader()
+        if sandbox.enabled():
+            sandbox.check()  # the start-up probe (an import of torch in the sandbox), before the first submission
         course = Path(os.environ.get("GRADER_COURSE_ROOT") or REPO)
         for assignment in assignments:
             _template(course, assignment, source_sha256(course, assignment))
@@ -118,10 +136,12 @@ def _cpu() -> float:
 
 def grade(task: Task, root: Path | None = None) -> Result:
     """Grade one submission (``root``: this worker's copy of the course, default the one it runs from)."""
+    from grader import sandbox
     from grader.course import _api, _prepare_nbgrader, reason
 
     root = Path(root or os.environ.get("GRADER_COURSE_ROOT") or REPO)
     start, cpu_start = time.perf_counter(), _cpu()
+    sandbox.start_clock()  # the wall-clock limit counts from here: setting up and scanning it included
     result = Result(task.assignment, task.student, False, 0.0, worker=os.uname().nodename + f":{os.getpid()}",
                     started=time.time())
     if os.environ.get("GRADER_FAULT_EXIT_ON") == task.student:  # fault injection for the retry tests
@@ -132,10 +152,16 @@ def grade(task: Task, root: Path | None = None) -> Result:
                          f"instructor's: update the worker's copy (git pull) and grade again")
         result.seconds = time.perf_counter() - start
         return result
+    if task.code_sha256 and task.code_sha256 != code_sha256(root):
+        result.reason = (f"this worker's grader code (grader/, lib/ or nbgrader_config.py in {root}) differs from the "
+                         f"instructor's: update the worker's copy to the same commit and grade again")
+        result.seconds = time.perf_counter() - start
+        return result
     _prepare_nbgrader()
     os.environ.update(task.env)
     os.environ["OMP_NUM_THREADS"] = os.environ.get("AUTOGRADE_THREADS", "1")
     template = _template(root, task.assignment, digest)
+    oom_kills = sandbox.oom_kills()
     scratch = Path(tempfile.mkdtemp(prefix=f"grader-{task.assignment}-"))
     try:
         os.symlink(root / "solutions", scratch / "solutions")
@@ -163,8 +189,10 @@ def grade(task: Task, root: Path | None = None) -> Result:
             errors = [o.get("evalue", "") + o.get("ename", "") for text in result.notebooks.values()
                       for c in json.loads(text)["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
             result.memory_exceeded = any(m in e for e in errors for m in _MEMORY_ERRORS)
+            result.timed_out = any(sandbox.WALL_ERROR in e for e in errors)
         else:
             result.reason = reason(out)
+        result.memory_exceeded |= sandbox.oom_kills() > oom_kills
     except Exception as e:  # noqa: BLE001 - one submission's failure is reported, never raised into the pool
         result.ok, result.reason = False, f"{type(e).__name__}: {e}"[:300]
     finally:

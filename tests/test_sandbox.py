@@ -108,6 +108,18 @@ def _threats(course: fixtures.Course, root: Path, home_secret: Path, port: int) 
         "leaves-process": "import subprocess\nsubprocess.Popen(['sleep', '4242'], start_new_session=True)",
         "exceeds-memory": "import torch\nbig = torch.ones(6 * 2**30, dtype=torch.uint8)  # 6 GiB\nprint(big.sum())",
         "many-processes": "import subprocess\nprocs = [subprocess.Popen(['sleep', '30']) for _ in range(500)]",
+        # three children of 2 GiB each, every one under the per-process limit: 6 GiB for the sandbox as a whole
+        "memory-children": "import subprocess, sys\n"
+                           "child = 'import torch, time; x = torch.ones(2 * 2**30, dtype=torch.uint8); time.sleep(5)'\n"
+                           "procs = [subprocess.Popen([sys.executable, '-c', child]) for _ in range(3)]\n"
+                           "print('children exit codes:', [p.wait() for p in procs])",
+        "fills-ipc": "import os\nfrom ipykernel.connect import get_connection_file\n"
+                     "folder, written = os.path.dirname(get_connection_file()), 0\n"
+                     "try:\n    for i in range(100):\n"
+                     "        with open(os.path.join(folder, f'fill-{i}'), 'wb') as f:\n"
+                     "            f.write(b'x' * (8 << 20))\n        written += 8\n"
+                     "except OSError as e:\n    print('could not write:', type(e).__name__)\n"
+                     "print(f'IPC folder: {written} MB written')",
     }
 
 
@@ -174,9 +186,9 @@ def _errors(root: Path, student: str) -> list[str]:
 def test_every_threat_has_a_defined_outcome(graded):
     outcomes = graded["outcomes"]
     assert set(outcomes) == {"rewrites-gradebook", "reads-others", "writes-outside", "connects-out", "kills-parent",
-                             "leaves-process", "exceeds-memory", "many-processes"}
+                             "leaves-process", "exceeds-memory", "many-processes", "memory-children", "fills-ipc"}
     for name in ("rewrites-gradebook", "reads-others", "writes-outside", "connects-out", "kills-parent",
-                 "leaves-process", "many-processes"):
+                 "leaves-process", "many-processes", "fills-ipc"):
         o = outcomes[name]
         assert o.ok and o.auto == FIVE, f"{name}: {o.reason or o.auto}"  # its right answer still counts
     memory = outcomes["exceeds-memory"]
@@ -219,7 +231,7 @@ def test_no_network(graded):
 def test_the_grader_cannot_be_signalled(graded):
     """Its parent inside the sandbox is the sandbox's init, owned by root: the kill fails, the run goes on."""
     assert any("PermissionError" in e for e in _errors(graded["root"], "kills-parent"))
-    assert len(graded["outcomes"]) == 8, "every submission after it was graded"
+    assert len(graded["outcomes"]) == 10, "every submission after it was graded"
 
 
 def test_no_process_outlives_its_kernel(graded):
@@ -286,3 +298,108 @@ def test_a_missing_sandbox_stops_autograde(monkeypatch):
     with pytest.raises(SystemExit, match="cannot run here: bwrap not found"):
         with sandbox_banner():
             pass
+
+
+def test_the_probe_imports_torch_and_lib_and_says_why_it_cannot(monkeypatch, tmp_path):
+    """`check()` runs the kernel's Python in the sandbox: a `lib` that cannot be imported there is named."""
+    monkeypatch.setattr(sandbox, "_CHECKED", {})
+    broken = tmp_path / "lib"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('this lib is broken inside the sandbox')")
+    monkeypatch.setattr(sandbox, "lib_dir", lambda: broken)
+    with pytest.raises(sandbox.SandboxUnavailable, match="cannot `import torch, lib`.*broken inside the sandbox"):
+        sandbox.check()
+    with pytest.raises(sandbox.SandboxUnavailable, match="broken inside"):  # cached: not probed twice
+        sandbox.check()
+
+
+def _copy_course(target: Path) -> Path:
+    """The course as a clone holds it (lib, grader, solutions, config) and its data, at ``target``."""
+    import shutil
+
+    from lib.data import cache_dir
+
+    root = fixtures.make_course(target, cell_timeout=60)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "lib", root / "lib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(cache_dir(), root / "data x")
+    return root
+
+
+def test_grading_works_in_a_course_under_tmp_in_a_path_with_a_space():
+    """The sandbox's /tmp is mounted before the course's binds: a clone under /tmp (its lib and data too) grades."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="course under tmp ", dir="/tmp"))
+    try:
+        root = _copy_course(base / "course x")
+        fixtures.Submission("honest", A, "an honest student", fixtures.Course(root).solved(A)).write(root / "submitted")
+        script = ("import json, sys; from grader.autograde import autograde; "
+                  "o = autograde(sys.argv[1], jobs=1, quiet=True)[0]; print(json.dumps([o.ok, o.auto, o.reason]))")
+        env = dict(os.environ, PYTHONPATH=str(root), CNN_COURSE_DATA=str(root / "data x"))
+        run = subprocess.run([sys.executable, "-c", script, str(root)], cwd=root, env=env, capture_output=True,
+                             check=False, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        ok, auto, reason = json.loads(run.stdout.strip().splitlines()[-1])
+        assert ok and auto == fixtures.full_marks(A), reason
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_memory_is_limited_for_the_sandbox_as_a_whole(graded):
+    """Three children of 2 GiB, each under the per-process limit, cannot hold 6 GiB together: the sandbox's cgroup
+    (4 GiB) stops them, and the submission is reported as out of memory."""
+    memory = graded["outcomes"]["memory-children"]
+    assert not memory.ok and "memory" in memory.reason and "as a whole" in memory.reason, memory.reason
+    path = graded["root"] / "autograded" / "memory-children" / A / f"{A}.ipynb"
+    printed = _printed(graded["root"], "memory-children") if path.exists() else ""
+    assert "children exit codes: [0, 0, 0]" not in printed, printed[:500]
+
+
+def test_the_ipc_folder_is_capped(graded):
+    """The kernel's sockets live on a 1 MiB tmpfs of the sandbox's own: 8 MB cannot be written there (it was a
+    writable folder of the host's /tmp, with no cap: 800 MB)."""
+    printed = _printed(graded["root"], "fills-ipc")
+    assert "IPC folder: 0 MB written" in printed and "could not write: OSError" in printed, printed[:500]
+
+
+def test_the_cgroups_are_removed(graded):
+    left = [p for p in Path("/sys/fs/cgroup").rglob("*sandbox-*") if "cnn-grader" in str(p) and p.is_dir()]
+    assert not left, f"cgroups left behind: {left[:5]}"
+
+
+def test_a_submission_past_the_wall_clock_limit_keeps_what_ran_and_the_run_goes_on(tmp_path, monkeypatch):
+    """SANDBOX_WALL_TIME limits the whole submission, not one cell: a notebook that sleeps past it is stopped
+    there, keeps the points of the tests before (5), scores 0 for the cells after, and is reported; the next
+    submission is graded in full."""
+    _require_sandbox()
+    monkeypatch.setenv("SANDBOX_WALL_TIME", "90")
+    root = fixtures.make_course(tmp_path / "course", cell_timeout=300)  # the cell's own limit is not what stops it
+    course = fixtures.Course(root)
+    fixtures.Submission("honest", A, "honest", course.solved(A)).write(root / "submitted")
+    sleeper = fixtures._insert_after(course.solved(A), "test_mixed_learnable", "import time\ntime.sleep(3600)", "nap")
+    fixtures.Submission("sleeper", A, "sleeper", sleeper).write(root / "submitted")
+    start = time.time()
+    outcomes = {o.student: o for o in autograde(root, jobs=2, quiet=True)}
+    print(f"graded in {time.time() - start:.0f} s")
+    assert outcomes["honest"].ok and outcomes["honest"].auto == fixtures.full_marks(A)
+    late = outcomes["sleeper"]
+    assert not late.ok and "limit of 90 s" in late.reason and late.auto == FIVE, (late.reason, late.auto)
+    assert late.seconds < 90 + 30, late.seconds
+    assert any("GradingTimeLimit" in e for e in _errors(root, "sleeper"))
+
+
+def test_no_cgroup_means_a_refusal_that_names_the_fix(monkeypatch):
+    """Where no cgroup can be made, the sandbox is refused (limits per process could be multiplied), unless
+    SANDBOX_CGROUP=off says to grade with them."""
+    def refuse(*args):
+        raise sandbox.CgroupUnavailable("cgroup v2: Permission denied")
+
+    monkeypatch.setattr(sandbox, "_CHECKED", {})
+    monkeypatch.setattr(sandbox.Scope, "create", refuse)
+    with pytest.raises(sandbox.SandboxUnavailable, match="no cgroup can limit.*Permission denied.*SANDBOX_CGROUP=off"):
+        sandbox.check()
+    monkeypatch.setenv("SANDBOX_CGROUP", "off")
+    assert sandbox.open_scope(sandbox.Limits()) is None and "per process" in sandbox.Limits().describe()

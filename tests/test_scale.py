@@ -147,16 +147,24 @@ def _free_port() -> int:
 
 
 class Cluster:
-    """`dask scheduler` and two `dask worker` processes on 127.0.0.1, each worker with its own copy of the course."""
+    """`dask scheduler` and two `dask worker` processes on 127.0.0.1 over TLS with the course's certificates, each
+    worker with its own copy of the course."""
 
     def __init__(self, base: Path, *, fault_student: str | None = None):
+        from grader import cluster
+
         self.port = _free_port()
-        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.address = f"tls://127.0.0.1:{self.port}"
+        self.certs = base / "certs"
+        cluster.make_certs(self.certs)
+        self.security = cluster.security(self.certs)
+        tls = ["--tls-ca-file", str(self.certs / cluster.CA), "--tls-cert", str(self.certs / cluster.CERT),
+               "--tls-key", str(self.certs / cluster.KEY)]
         dask = str(Path(PY).with_name("dask"))
         env = dict(os.environ, PYTHONPATH=str(ROOT), DASK_DISTRIBUTED__WORKER__DAEMON="False",
                    DASK_CONFIG=str(ROOT / "grader" / "dask.yaml"))  # the settings book/instructors.md starts them with
         self.procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                                        "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
+                                        "--protocol", "tls", "--no-dashboard", *tls], env=env, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)]
         self.copies = []
         for i in range(2):
@@ -168,11 +176,11 @@ class Cluster:
                 worker_env["GRADER_FAULT_EXIT_ON"] = fault_student
             self.procs.append(subprocess.Popen(
                 [dask, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
-                 "--name", f"w{i}", "--local-directory", str(base / f"dask-w{i}")], env=worker_env,
+                 "--name", f"w{i}", "--local-directory", str(base / f"dask-w{i}"), *tls], env=worker_env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         from distributed import Client
 
-        with Client(self.address, timeout="60s") as client:
+        with Client(self.address, timeout="60s", security=self.security) as client:
             client.wait_for_workers(2, timeout=180)
 
     def worker_pids(self) -> list[int]:
@@ -201,7 +209,7 @@ def test_a_dask_cluster_grades_the_class_and_retries_a_lost_worker(sequential, t
     try:
         from distributed import Client
 
-        with Client(cluster.address, timeout="60s") as client:  # the workers run with grader/dask.yaml's settings
+        with Client(cluster.address, timeout="60s", security=cluster.security) as client:  # with grader/dask.yaml's settings
             settings = client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled"))
         assert list(settings.values()) == [False, False], settings
         root = _course(tmp_path / "course", _class(fixtures.Course(ROOT)))
@@ -213,7 +221,7 @@ def test_a_dask_cluster_grades_the_class_and_retries_a_lost_worker(sequential, t
                 os.kill(pids[0], signal.SIGKILL)  # a worker lost mid-run, with a submission in hand
                 killed.append(pids[0])
 
-        outcomes = {o.student: o for o in autograde(root, scheduler=cluster.address, quiet=True,
+        outcomes = {o.student: o for o in autograde(root, scheduler=cluster.address, quiet=True, certs=cluster.certs,
                                                       on_result=kill_one_worker_after_the_first)}
         assert killed, "no worker was killed"
         assert set(outcomes) == {"ada", "ben", "cyd", "dee", "eve", "fay"}
@@ -233,7 +241,7 @@ def test_a_submission_that_kills_two_workers_is_reported_not_retried_forever(tmp
                                               "ben": fixtures.Course(ROOT).exercise(A)})
         shutil.rmtree(root / "submitted" / "fay")
         start = time.time()
-        outcomes = {o.student: o for o in autograde(root, scheduler=cluster.address, quiet=True)}
+        outcomes = {o.student: o for o in autograde(root, scheduler=cluster.address, quiet=True, certs=cluster.certs)}
         assert outcomes["ada"].ok and outcomes["ada"].auto == fixtures.full_marks(A)
         assert not outcomes["ben"].ok and "worker died" in outcomes["ben"].reason and "twice" in outcomes["ben"].reason
         assert time.time() - start < 600
