@@ -117,16 +117,16 @@ def test_the_cell_installs_the_pinned_commit_and_warns_of_an_unsupported_torch(t
     # (the course's editable install among them) are not read
     (site / "course_env_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     _fake_distribution(site, "torch", "2.99.0")
-    probe = subprocess.run([str(python), "-c", "import torch, torchvision; import lib"], capture_output=True, text=True,
-                           cwd=tmp_path)
-    assert "No module named 'lib'" in probe.stderr, probe.stderr[-500:]
-    timings["2 fresh environment"] = time.perf_counter() - t
-
     home = tmp_path / "home"
     home.mkdir()
+    # nothing of this machine's environment (PYTHONPATH would put the course on the path)
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
            "CNN_COURSE_PROGRESS": "0", "OMP_NUM_THREADS": "1",
            "FASHION_MNIST_DIR": os.environ.get("FASHION_MNIST_DIR") or str(_data_dir())}
+    probe = subprocess.run([str(python), "-c", "import torch, torchvision; import lib"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env)
+    assert "No module named 'lib'" in probe.stderr, probe.stderr[-500:]
+    timings["2 fresh environment"] = time.perf_counter() - t
     chapter = ROOT / "book" / "resnet.ipynb"
     install, *rest = _code_cells(chapter, 3)
     install = colab_cells.pin(install, pinned).replace(colab_cells.repository_url(), f"file://{clone}")
