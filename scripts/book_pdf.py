@@ -174,6 +174,7 @@ def build(html_dir: Path, out: Path, root: Path = ROOT) -> dict:
         labels += [facts["title"]] * len(reader.pages)
     for page, stamp in zip(writer.pages, PdfReader(io.BytesIO(footer_stamps(labels))).pages):
         page.merge_page(stamp)
+    _local_links(writer, {c["entry"]: c["first_page"] - 1 for c in chapters})
     _outline(writer, chapters)
     writer.add_metadata({"/Title": yaml.safe_load((root / "_config.yml").read_text())["title"],
                          "/Author": yaml.safe_load((root / "_config.yml").read_text())["author"]})
@@ -185,6 +186,34 @@ def build(html_dir: Path, out: Path, root: Path = ROOT) -> dict:
                 "seconds": round(time.perf_counter() - start, 1), "chapters": chapters}
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def _local_links(writer, first_pages: dict[str, int]) -> None:
+    """Links between the book's pages were printed as addresses of the loopback server the pages came from:
+    each becomes a link to the first PDF page of the page it names; one to a page not in the PDF is removed."""
+    from urllib.parse import urlsplit
+
+    from pypdf.generic import ArrayObject, NameObject
+
+    for page in writer.pages:
+        annots = page.get("/Annots")
+        if not annots:
+            continue
+        kept = ArrayObject()
+        for ref in annots:
+            annot = ref.get_object()
+            uri = str(annot.get("/A", {}).get("/URI", "")) if "/A" in annot else ""
+            parts = urlsplit(uri)
+            if parts.hostname not in ("127.0.0.1", "localhost"):
+                kept.append(ref)
+                continue
+            entry = parts.path.lstrip("/").removesuffix(".html")
+            if entry in first_pages:
+                del annot["/A"]
+                annot[NameObject("/Dest")] = ArrayObject([writer.pages[first_pages[entry]].indirect_reference,
+                                                          NameObject("/Fit")])
+                kept.append(ref)
+        page[NameObject("/Annots")] = kept
 
 
 def _sections(reader, headings: list[str]) -> list[dict]:

@@ -129,3 +129,18 @@ def test_pages_are_a4_numbered_and_nothing_is_cut(book_pdf):
     for c in manifest["chapters"]:
         if c["entry"] in executed_chapters():
             assert c["sections"], f"{c['entry']}: no sections in the outline"
+
+
+def test_links_between_pages_stay_in_the_pdf(book_pdf):
+    """A link to another page of the book opens that page in the PDF, not the address it was printed from."""
+    reader, manifest, _ = book_pdf
+    internal, loopback = 0, []
+    for i, page in enumerate(reader.pages):
+        for annot in page.get("/Annots") or []:
+            annot = annot.get_object()
+            uri = str(annot["/A"].get("/URI", "")) if "/A" in annot else ""
+            internal += "/Dest" in annot
+            if "127.0.0.1" in uri or "localhost" in uri:
+                loopback.append(f"page {i + 1}: {uri}")
+    assert not loopback, f"links to the server the pages were printed from: {loopback[:5]}"
+    assert internal > len(manifest["chapters"]), f"only {internal} links within the PDF"
