@@ -8,9 +8,10 @@ export PYTHONUNBUFFERED := 1
 # Keep the two cores for one job at a time; torch would otherwise oversubscribe under pytest/nbclient.
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: help setup data book test test-fast lab clean benchmark
+.PHONY: help setup data book pdf test test-fast lab clean benchmark
 help:
 	@echo "make book                  build the HTML book (sets up .venv and the data on first use) -> _build/html/index.html"
+	@echo "make pdf                   the whole book as one PDF (after the book; Chromium prints it) -> _build/pdf/book.pdf"
 	@echo "make lab                   open JupyterLab on the course"
 	@echo "make validate NB=<file>    run a notebook's tests; exits 1 when one fails"
 	@test ! -d grader || echo "make test                  run the whole test suite (same setup); instructors: see book/instructors.md"
@@ -36,6 +37,10 @@ data: $(STAMP)
 book: export CNN_COURSE_PROGRESS := 0
 book: setup data
 	env -u MPLBACKEND $(BIN)/jupyter-book build . --warningiserror --keep-going
+
+# ---- the book as one PDF: Chromium (Debian's, `make browser`) prints the executed pages; no TeX, no network
+pdf: book
+	$(BIN)/python scripts/book_pdf.py --html _build/html --out _build/pdf/book.pdf
 
 lab: setup data
 	$(BIN)/jupyter lab --notebook-dir=. $(LAB_ARGS) $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import importlib
 
+from lib._versions import warn_if_unsupported
+
 __all__ = ["data", "scratch", "train", "plot", "models", "analysis", "checks"]
 
 
@@ -20,3 +22,6 @@ def __getattr__(name: str):
     if name in __all__:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'lib' has no attribute {name!r}")
+
+
+warn_if_unsupported()  # outside the torch/torchvision releases lib supports: say so, and what to do

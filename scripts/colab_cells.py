@@ -20,20 +20,28 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "course-install"
+HIDE = "remove-cell"  # the book leaves the cell out of its pages (it does nothing there); the notebook keeps it
+COMMIT_LINE = 'COURSE_COMMIT = "{commit}"'
 
 TEMPLATE = '''# Outside the course's own environment (Colab, a fresh Jupyter), fetch the course and install it; inside it,
-# this cell does nothing. The address comes from the course's _config.yml (`make colab-cells` writes it here).
+# this cell does nothing. The address comes from the course's _config.yml (`make colab-cells` writes it here);
+# the book's build writes the commit it was built from into the copy of this notebook that the book publishes.
 import importlib.util, subprocess, sys
 from pathlib import Path
 
 COURSE_REPOSITORY = "{url}"
+COURSE_COMMIT = "{commit}"  # "" in the repository: its default branch
 if importlib.util.find_spec("lib") is None:
     course = Path.home() / "cnn-course"
     if not course.exists():
-        subprocess.run(["git", "clone", "--depth", "1", COURSE_REPOSITORY, str(course)], check=True)
+        git = ["git", "-C", str(course)]
+        subprocess.run(["git", "init", "--quiet", str(course)], check=True)
+        subprocess.run(git + ["fetch", "--quiet", "--depth", "1", COURSE_REPOSITORY, COURSE_COMMIT or "HEAD"], check=True)
+        subprocess.run(git + ["checkout", "--quiet", "FETCH_HEAD"], check=True)
     # --no-deps: use the environment's own torch, torchvision, numpy, pandas, matplotlib, scikit-image
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(course)], check=True)
     sys.path.insert(0, str(course))  # this kernel sees it at once
+    import lib  # warns, saying what to do, where torch or torchvision is outside the releases lib supports
     subprocess.run([sys.executable, "-m", "lib.data", "prepare", "--download"], cwd=course, check=True)'''
 
 
@@ -41,8 +49,14 @@ def repository_url(root: Path = ROOT) -> str:
     return yaml.safe_load((root / "_config.yml").read_text())["repository"]["url"]
 
 
-def cell_source(url: str) -> str:
-    return TEMPLATE.format(url=url)
+def cell_source(url: str, commit: str = "") -> str:
+    return TEMPLATE.format(url=url, commit=commit)
+
+
+def pin(source: str, commit: str) -> str:
+    """The install cell's source with COURSE_COMMIT set to `commit` (what the book's build does to the copies
+    of the chapters it publishes: book/_ext/course_pages.py)."""
+    return source.replace(COMMIT_LINE.format(commit=""), COMMIT_LINE.format(commit=commit), 1)
 
 
 def chapters(root: Path = ROOT) -> list[Path]:
@@ -66,8 +80,10 @@ def write(root: Path = ROOT) -> list[str]:
             nb["cells"].insert(first_code, cell)
         lines = source.split("\n")
         new = [line + "\n" for line in lines[:-1]] + [lines[-1]]
-        if cell["source"] != new:
+        tags = cell["metadata"].setdefault("tags", [])
+        if cell["source"] != new or HIDE not in tags:
             cell["source"] = new
+            tags[:] = [TAG, HIDE]
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
             changed.append(path.name)
     return changed
@@ -81,6 +97,8 @@ def check(root: Path = ROOT) -> list[str]:
             problems.append(f"{path.name}: no install cell (tagged {TAG!r})")
         elif "".join(cell["source"]) != source:
             problems.append(f"{path.name}: its install cell is not the one _config.yml's repository.url gives")
+        elif HIDE not in cell["metadata"].get("tags", []):
+            problems.append(f"{path.name}: its install cell is not tagged {HIDE!r} (the book would show it)")
     return problems
 
 

@@ -442,3 +442,125 @@ def test_jupyterlab_validate_button(browser, jupyterlab, built_book, version):
             f"validating the untouched {notebook} did not report failing tests: {classes!r} {text[:500]!r}"
     else:
         assert "validation-success" in classes, f"validating the solution {notebook} did not pass: {text[:1500]!r}"
+
+
+# ---- accessibility: axe-core, alt text, the keyboard -------------------------------------------------------
+def _open(browser, site, entry: str, **context_args):
+    """A page in a fresh context (network cut off), settled; returns (context, page)."""
+    from browser_helpers import SETTLE
+    context = browser.new_context(viewport=DESKTOP, service_workers="block", **context_args)
+    context.route("**/*", lambda r: r.continue_() if is_loopback(r.request.url) else r.abort("internetdisconnected"))
+    page = context.new_page()
+    page.goto(site.url(entry), wait_until="load", timeout=60000)
+    page.evaluate(SETTLE)
+    return context, page
+
+
+@pytest.mark.parametrize("entry", PAGES)
+def test_axe_finds_no_serious_or_critical_violation(browser, site, screenshots, entry):
+    """axe-core (the copy axe-playwright-python bundles, injected from disk) audits the whole page, light theme,
+    desktop width: no violation of impact "serious" or "critical". Every finding is written to
+    _build/screenshots/axe/<page>.json."""
+    axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
+    context, page = _open(browser, site, entry)
+    try:
+        results = axe_module.Axe().run(page).response
+    finally:
+        context.close()
+    found = [{"id": v["id"], "impact": v["impact"], "nodes": len(v["nodes"]), "help": v["help"],
+              "targets": [n["target"] for n in v["nodes"][:5]]} for v in results["violations"]]
+    (screenshots / "axe").mkdir(parents=True, exist_ok=True)
+    (screenshots / "axe" / f"{slug(entry)}.json").write_text(json.dumps(found, indent=1))
+    bad = [f"{v['id']} ({v['impact']}, {v['nodes']} elements: {v['help']}) e.g. {v['targets'][:3]}"
+           for v in found if v["impact"] in ("serious", "critical")]
+    assert not bad, f"{entry}: axe-core finds:\n  " + "\n  ".join(bad)
+
+
+def _is_file_name(alt: str) -> bool:
+    return bool(re.fullmatch(r"\S+\.(png|svg|jpe?g|gif)", alt.strip())) or "_images/" in alt
+
+
+@pytest.mark.parametrize("entry", PAGES)
+def test_every_image_has_alt_text_that_says_what_it_shows(visit, entry):
+    """Every <img> has an alt attribute; a figure made by code (a cell's output) has one that describes it: a
+    sentence of at least four words set in the cell's metadata (mystnb: image: alt), never the file name the
+    build falls back to. Decorative images say so with an empty alt."""
+    problems = []
+    for img in visit(entry).dom["images"]:
+        alt = img["alt"]
+        if alt is None and not img["hidden"]:
+            problems.append(f"no alt: {img['src'][-60:]}")
+        elif img["output"] and (_is_file_name(alt or "") or len((alt or "").split()) < 4):
+            problems.append(f"figure whose alt does not describe it ({alt!r}): {img['src'][-60:]}")
+    assert not problems, f"{entry}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_keyboard_reaches_and_opens_the_answers(browser, site, entry):
+    """With the keyboard alone: Tab from the top of the page reaches the first answer's toggle in "Check your
+    understanding", Enter opens it, and the focused toggle says it is expanded."""
+    context, page = _open(browser, site, entry)
+    try:
+        first = page.locator("#check-your-understanding .admonition.dropdown").first
+        body = first.locator(":scope > :not(.admonition-title)").first
+        assert not body.is_visible()
+        for presses in range(1, 1500):
+            page.keyboard.press("Tab")
+            if page.evaluate("() => !!document.activeElement.closest('#check-your-understanding .dropdown')"):
+                break
+        else:
+            pytest.fail(f"{entry}: 1,500 presses of Tab never reached an answer")
+        page.keyboard.press("Enter")
+        body.wait_for(state="visible", timeout=5000)
+        assert page.evaluate("() => document.activeElement.getAttribute('aria-expanded')") == "true"
+        print(f"{entry}: the first answer is {presses} Tab presses from the top")
+    finally:
+        context.close()
+
+
+# ---- dark mode: figures stay legible -----------------------------------------------------------------------
+OPACITY = """async () => Promise.all([...document.querySelectorAll('.cell_output img')].map(async img => {
+  await img.decode().catch(() => null);
+  const c = document.createElement('canvas');
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext('2d');
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  let clear = 0;
+  for (let i = 3; i < d.length; i += 4) if (d[i] < 250) clear++;
+  return {src: img.getAttribute('src'), transparent: clear / (d.length / 4)};
+}))"""
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_figures_are_opaque_and_legible_in_dark_mode(browser, site, screenshots, entry):
+    """In the dark theme (the reader's system setting: the theme's default mode is "auto") every figure is an
+    opaque image (its own white background, not the page's dark one behind transparent pixels), and its
+    screenshot shows a light ground at its edge (over 75% of the edge's pixels) and dark lines or text.
+    Screenshots: _build/screenshots/dark/."""
+    from PIL import Image
+    context, page = _open(browser, site, entry, color_scheme="dark")
+    shot = screenshots / "dark" / f"{slug(entry)}.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+        figures = page.evaluate(OPACITY)
+        assert figures, f"{entry}: no figure"
+        see_through = [f"{f['src']} ({f['transparent']:.0%} transparent)" for f in figures if f["transparent"] > 0]
+        assert not see_through, f"{entry}: figures with a transparent background: {see_through}"
+        first = page.locator(".cell_output img").first
+        first.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        first.screenshot(path=str(shot))
+        page.screenshot(path=str(shot.with_name(f"{slug(entry)}-page.png")))
+    finally:
+        context.close()
+    gray = Image.open(shot).convert("L")
+    w, h = gray.size
+    ring = [gray.getpixel((x, y)) for x in range(w) for y in (0, 1, 2, h - 3, h - 2, h - 1)] + \
+           [gray.getpixel((x, y)) for y in range(h) for x in (0, 1, 2, w - 3, w - 2, w - 1)]
+    ink = sum(p < 90 for p in gray.tobytes()) / (w * h)
+    light_edge = sum(p > 150 for p in ring) / len(ring)
+    assert light_edge > 0.75 and ink > 0.002, \
+        f"{entry}: the first figure under the dark theme has {light_edge:.0%} of its edge light (0-255 > 150) " \
+        f"and {ink:.1%} dark ink ({shot}): not dark lines on a light ground"

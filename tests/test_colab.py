@@ -42,12 +42,72 @@ def _code_cells(chapter: Path, n: int) -> list[str]:
     return ["".join(c["source"]) for c in cells[:n]]
 
 
+def _fake_distribution(folder: Path, name: str, version: str) -> Path:
+    """Package metadata saying `name` is at `version` (importlib.metadata reads the first it finds on sys.path)."""
+    info = folder / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return folder
+
+
+def test_lib_warns_outside_the_torch_it_supports_and_says_what_to_do(tmp_path):
+    fake = _fake_distribution(tmp_path / "fake", "torch", "2.99.0")
+    env = dict(os.environ, PYTHONPATH=f"{fake}:{ROOT}")
+    result = subprocess.run([sys.executable, "-W", "always", "-c", "import lib"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "UnsupportedVersionWarning" in result.stderr and "this environment has torch 2.99.0" in result.stderr
+    from lib import _versions
+    assert _versions.unsupported({"torch": "2.99.0", "torchvision": _versions.PINNED["torchvision"]}) in result.stderr
+    assert f"pip install torch=={_versions.PINNED['torch']}" in result.stderr, result.stderr
+    # the course's own pins are within the range, so the course environment hears nothing
+    inside = subprocess.run([sys.executable, "-W", "error", "-c", "import lib"], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=tmp_path, timeout=120)
+    assert inside.returncode == 0 and inside.stderr == "", inside.stderr
+
+
+def test_pinned_range_includes_the_pinned_versions():
+    from lib import _versions
+    pins = dict(line.strip().split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if line.startswith(("torch==", "torchvision==")))
+    assert pins == _versions.PINNED, "lib/_versions.py's PINNED differs from requirements.txt"
+    assert _versions.unsupported(pins) == ""
+    assert _versions.unsupported({"torch": "1.13.1", "torchvision": "0.14.1"})
+    assert _versions.unsupported({"torch": None, "torchvision": "0.29.2"})
+
+
+@pytest.mark.book
+def test_the_published_chapters_install_the_commit_the_book_was_built_from(built_book):
+    """The book's build writes the commit it was built from into the install cell of every chapter it
+    publishes (the download button's notebook); the repository's own cells name none."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert (built_book / "_static" / "build-commit.txt").read_text().strip() == head
+    for path in colab_cells.chapters():
+        published = built_book / "_sources" / "book" / path.name
+        cell = colab_cells._install_cell(json.loads(published.read_text()))
+        expected = colab_cells.pin(colab_cells.cell_source(colab_cells.repository_url()), head)
+        assert "".join(cell["source"]) == expected, f"{published}: not pinned to {head}"
+        html = (built_book / "book" / path.with_suffix(".html").name).read_text()
+        assert "COURSE_REPOSITORY" not in html, f"{path.name}: the book shows the install cell"
+
+
 @pytest.mark.slow
-def test_the_cell_installs_the_course_where_lib_is_missing(tmp_path):
+def test_the_cell_installs_the_pinned_commit_and_warns_of_an_unsupported_torch(tmp_path):
+    """Colab, played offline. Steps: (1) a clone of this repository stands for the course's repository, and a
+    later commit there breaks `import lib` (a tip the cell must not fetch); (2) a fresh virtual environment with
+    the course's packages but not `lib`, whose torch says it is 2.99.0 (a Colab ahead of the course); (3) the
+    resnet chapter's install cell, pinned as the book pins it, then the chapter's next cells; (4) checks: the
+    checked-out commit is the pinned one, the warning says what to do, the chapter's cells ran."""
     timings = {}
     start = time.perf_counter()
     clone = tmp_path / "origin"
     subprocess.run(["git", "clone", "--quiet", "--depth", "1", f"file://{ROOT}", str(clone)], check=True)
+    pinned = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
+    (clone / "lib" / "__init__.py").write_text("raise ImportError('the tip of the branch, not the pinned commit')\n")
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-am", "tip"],
+                   cwd=clone, check=True)
+    timings["1 repository with a later, broken tip"] = time.perf_counter() - start
+    t = time.perf_counter()
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -56,19 +116,20 @@ def test_the_cell_installs_the_course_where_lib_is_missing(tmp_path):
     # the environment's own packages, as Colab has them, but not the course: a plain path, whose .pth files
     # (the course's editable install among them) are not read
     (site / "course_env_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    probe = subprocess.run([str(python), "-c", "import torch, torchvision; import lib"], capture_output=True, text=True,
-                           cwd=tmp_path)
-    assert "No module named 'lib'" in probe.stderr, probe.stderr[-500:]
-    timings["fresh environment"] = time.perf_counter() - start
-
+    _fake_distribution(site, "torch", "2.99.0")
     home = tmp_path / "home"
     home.mkdir()
+    # nothing of this machine's environment (PYTHONPATH would put the course on the path)
     env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
            "CNN_COURSE_PROGRESS": "0", "OMP_NUM_THREADS": "1",
            "FASHION_MNIST_DIR": os.environ.get("FASHION_MNIST_DIR") or str(_data_dir())}
+    probe = subprocess.run([str(python), "-c", "import torch, torchvision; import lib"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env)
+    assert "No module named 'lib'" in probe.stderr, probe.stderr[-500:]
+    timings["2 fresh environment"] = time.perf_counter() - t
     chapter = ROOT / "book" / "resnet.ipynb"
     install, *rest = _code_cells(chapter, 3)
-    install = install.replace(colab_cells.repository_url(), f"file://{clone}")
+    install = colab_cells.pin(install, pinned).replace(colab_cells.repository_url(), f"file://{clone}")
     script = tmp_path / "first_cells.py"
     script.write_text("import time\n_t = time.perf_counter()\n" + install
                       + "\nprint(f'INSTALLED in {time.perf_counter() - _t:.1f} s')\n" + "\n".join(rest)
@@ -76,13 +137,18 @@ def test_the_cell_installs_the_course_where_lib_is_missing(tmp_path):
     t = time.perf_counter()
     result = subprocess.run([str(python), str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
                             timeout=1200)
-    timings["install cell and the first cells"] = time.perf_counter() - t
+    timings["3 install cell and the first cells"] = time.perf_counter() - t
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "INSTALLED" in result.stdout and "FIRST CELLS RAN" in result.stdout
-    assert (home / "cnn-course" / "results" / "degradation.json").is_file(), "the chapter's results came too"
+    course = home / "cnn-course"
+    checked_out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=course, capture_output=True, text=True).stdout
+    assert checked_out.strip() == pinned, f"the cell installed {checked_out.strip()}, not the pinned {pinned}"
+    assert "this environment has torch 2.99.0" in result.stderr and "pip install torch==" in result.stderr, \
+        result.stderr[-2000:]
+    assert (course / "results" / "degradation.json").is_file(), "the chapter's results came too"
     again = subprocess.run([str(python), "-c", "import lib, lib.experiments as e; print(lib.__file__, e.RESULTS_DIR)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path)
-    assert str(home / "cnn-course") in again.stdout, again.stdout + again.stderr
+    assert str(course) in again.stdout, again.stdout + again.stderr
     print("Colab test:", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
 
 

@@ -13,10 +13,17 @@
 3. pydata-sphinx-theme logs "Got invalid theme mode" on a first visit unless a default mode is set: "auto"
    (follow the reader's system setting), which is what it falls back to anyway.
 4. book/_static/course.css: on a phone, wide tables and outputs scroll inside their own box, with a shadow
-   at the edge that shows there is more.
+   at the edge that shows there is more; printed (and in `make pdf`), the pages drop their navigation, open
+   their dropdown answers and wrap their code.
+5. The chapters the book publishes (_sources/**/*.ipynb: what the download button serves) get the commit the
+   book was built from in their Colab install cell (COURSE_COMMIT, scripts/colab_cells.py), so a downloaded
+   chapter installs the very `lib` its page was made with; the commit is also in _static/build-commit.txt.
 """
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 from pathlib import Path
 
 STATIC = Path(__file__).resolve().parent.parent / "_static"
@@ -45,9 +52,36 @@ def _default_mode(app, pagename, templatename, context, doctree):
         context["default_mode"] = "auto"
 
 
+def _commit(folder: str) -> str:
+    """The commit checked out in `folder`, or "" outside a git repository."""
+    result = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=folder, capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
+COMMIT_LINE = re.compile(r'^COURSE_COMMIT = "[0-9a-f]*"')
+
+
+def _pin_published_notebooks(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    commit = _commit(app.srcdir)
+    (Path(app.outdir) / "_static" / "build-commit.txt").write_text(commit + "\n")
+    for path in (Path(app.outdir) / "_sources").rglob("*.ipynb"):
+        nb = json.loads(path.read_text())
+        cell = next((c for c in nb["cells"] if "course-install" in c.get("metadata", {}).get("tags", [])), None)
+        if cell is None:
+            continue
+        lines = cell["source"] if isinstance(cell["source"], list) else cell["source"].splitlines(keepends=True)
+        pinned = [COMMIT_LINE.sub(f'COURSE_COMMIT = "{commit}"', line) for line in lines]
+        if pinned != lines:
+            cell["source"] = pinned
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def setup(app):
     app.add_css_file("course.css")
     app.connect("config-inited", _add_static)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("html-page-context", _default_mode)
+    app.connect("build-finished", _pin_published_notebooks)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
