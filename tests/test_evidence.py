@@ -83,9 +83,9 @@ def test_a_page_says_when_its_record_chose_at_the_edge_of_a_grid(path):
         return
     for page in _pages_loading(path.stem):
         source = page.read_text()
-        assert "tuning.edge_note(" in source and "tuning.record_choices(" in source, (
+        assert "edge_note(" in source and "record_choices(" in source, (
             f"{page.name} loads {path.name}, whose {tuning.edge_note(edges)}; show it on the page with "
-            f"glue(..., tuning.edge_note(tuning.record_choices(record))) and say what it means for the comparison")
+            f"glue(..., edge_note(record_choices(record))) (lib.tuning) and say what it means for the comparison")
 
 
 def test_logistic_regression_reaches_its_optimum():
