@@ -104,3 +104,18 @@ def test_the_baseline_labels_a_network_below_it_early_training():
     assert baseline.label(0.80, fake).startswith("early training")
     assert baseline.label(0.85, fake) == "past the linear baseline"
     assert "5,000 training images" in fake.describe() and "83.00%" in fake.describe()
+    with pytest.raises(ValueError, match="test="):
+        baseline.label(0.8, fake, on="test")
+    tested = baseline.Baseline(0.83, 5000, 5000, fake.penalty, 1.0, test_acc=0.82, test_images=10_000)
+    assert baseline.label(0.815, tested, on="test").startswith("early training")
+    assert baseline.label(0.825, tested, on="test") == "past the linear baseline"
+
+
+def test_the_baseline_is_tuned_on_validation_and_measured_on_test():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(900, 1, 4, 4, generator=g)
+    y = (x.flatten(1)[:, 0] + 0.5 * x.flatten(1)[:, 1] > 0).long()
+    b = baseline.logistic_regression((x[:500], y[:500]), (x[500:700], y[500:700]), (x[700:], y[700:]))
+    assert b.train_images == 500 and b.val_images == 200 and b.test_images == 200
+    assert b.val_acc == max(s for s in b.penalty.scores.values()) and b.test_acc > 0.9
+    assert not b.penalty.at_edge or b.penalty.stopped, "tune extends the grid past an edge"
