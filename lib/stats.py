@@ -8,6 +8,7 @@ only call one setting better than another when the interval of the *difference* 
     summarize(acc["max"])               # Estimate(mean=0.8383, sd=0.0035, n=3, low=0.8296, high=0.8470)
     difference(acc["max"], acc["average"], paired=True)   # the seeds are shared: a paired interval
     ranking(acc)                        # a table; settings whose differences are within noise share a rank
+                                        # (all pairs compared, p-values adjusted together by Holm's method)
 
 With 3 seeds the t-quantile is 4.30, so a 95% interval is wide: that is the honest answer for 3 runs.
 For one accuracy measured on n test images, :func:`binomial_interval` gives its sampling interval.
@@ -107,34 +108,72 @@ def binomial_interval(correct: int, n: int, *, confidence: float = 0.95) -> Esti
     return Estimate(p, math.sqrt(p * (1 - p)), n, centre - half, centre + half, confidence)
 
 
+def p_value(a: Sequence[float], b: Sequence[float], *, paired: bool = False) -> float:
+    """The two-sided p-value of "mean(a) = mean(b)": a paired t-test when ``a[i]`` and ``b[i]`` share seed
+    ``i``, else Welch's. It is below ``1 - confidence`` exactly when :func:`difference`'s interval excludes 0."""
+    from scipy.stats import ttest_ind, ttest_rel
+
+    if paired:
+        d = [x - y for x, y in zip(a, b)]
+        if len(set(d)) == 1:  # no spread: a constant difference is either exactly 0 or certain
+            return 1.0 if d[0] == 0 else 0.0
+        return float(ttest_rel(a, b).pvalue)
+    if len(set(a)) == 1 and len(set(b)) == 1:
+        return 1.0 if a[0] == b[0] else 0.0
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment (Holm, 1979) of ``m`` p-values, in their given order.
+
+    The smallest p-value is multiplied by ``m``, the next by ``m - 1``, and so on, each kept at least as
+    large as the one before it and at most 1. Calling a comparison significant when its adjusted p-value is
+    below ``alpha`` keeps the chance of *any* false "beyond noise" verdict among the ``m`` at most ``alpha``
+    (the family-wise error rate), whatever the dependence between them; unadjusted, 78 comparisons at 5%
+    would give about 4 false verdicts when nothing differs.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
 def ranking(runs: Mapping[str, Sequence[float]], *, higher_is_better: bool = True, paired: bool = True,
-            confidence: float = 0.95):
+            confidence: float = 0.95, adjust: str | None = "holm"):
     """A table of settings, best first: mean, sd, interval, and a rank that ties within noise.
 
     ``runs`` maps a setting to its values, one per seed (in the same seed order for every setting when
-    ``paired``). A setting gets a worse rank than the best one only when the interval of the difference
-    between the two excludes zero; "tied with" lists the settings it cannot be told apart from.
+    ``paired``). Every pair of settings is compared (a paired t-test, or Welch's), and with ``adjust="holm"``
+    (the default) the p-values of all ``k (k - 1) / 2`` comparisons are adjusted together by :func:`holm`:
+    a setting gets a worse rank than another only when their adjusted p-value is below ``1 - confidence``;
+    "tied with" lists the settings it cannot be told apart from. ``adjust=None`` judges each pair alone
+    (its own interval excludes 0), as one planned comparison may be. The table's ``attrs`` say how many
+    comparisons were made and how they were adjusted (``table.attrs["comparisons"]``,
+    ``table.attrs["adjustment"]``).
     """
     import pandas as pd
 
     if not runs:
         raise ValueError("ranking needs at least one setting")
+    if adjust not in ("holm", None):
+        raise ValueError(f"adjust must be 'holm' or None, got {adjust!r}")
     names = sorted(runs, key=lambda k: summarize(runs[k]).mean, reverse=higher_is_better)
     n_min = min(len(v) for v in runs.values())
     paired = paired and n_min >= 2 and len({len(v) for v in runs.values()}) == 1
+    pairs = [(x, y) for i, x in enumerate(names) for y in names[i + 1:]]
+    raw = [1.0 if min(len(runs[x]), len(runs[y])) < 2 else p_value(runs[x], runs[y], paired=paired)
+           for x, y in pairs]  # one run each: nothing can be told apart
+    adjusted = dict(zip(pairs, holm(raw) if adjust == "holm" else raw))
 
     def tied(x: str, y: str) -> bool:
-        if x == y:
-            return True
-        if min(len(runs[x]), len(runs[y])) < 2:
-            return True  # one run each: nothing can be told apart
-        return not difference(runs[x], runs[y], paired=paired, confidence=confidence).excludes(0.0)
+        return x == y or adjusted.get((x, y), adjusted.get((y, x))) >= 1 - confidence
 
     def better(x: str, y: str) -> bool:  # x beats y beyond noise
-        if tied(x, y):
-            return False
         d = summarize(runs[x]).mean - summarize(runs[y]).mean
-        return d > 0 if higher_is_better else d < 0
+        return not tied(x, y) and (d > 0 if higher_is_better else d < 0)
 
     rows = []
     for name in names:
@@ -142,4 +181,43 @@ def ranking(runs: Mapping[str, Sequence[float]], *, higher_is_better: bool = Tru
         rows.append({"setting": name, "rank": 1 + sum(better(o, name) for o in names), "mean": est.mean,
                      "sd": est.sd, "low": est.low, "high": est.high, "n": est.n,
                      "tied with": ", ".join(o for o in names if o != name and tied(name, o)) or "-"})
-    return pd.DataFrame(rows).set_index("setting")
+    table = pd.DataFrame(rows).set_index("setting")
+    table.attrs.update(comparisons=len(pairs), adjustment="Holm" if adjust == "holm" else "none")
+    return table
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison of a family: the interval of ``mean(a) - mean(b)`` (unadjusted, for its size), its
+    p-value, the Holm-adjusted p-value over the whole family of ``m`` comparisons, and the verdict."""
+    difference: Estimate
+    p: float
+    adjusted_p: float
+    m: int
+    beyond_noise: bool
+
+    @property
+    def verdict(self) -> str:
+        """``"better"``, ``"worse"`` or ``"indistinguishable"``: a in relation to b, after the adjustment."""
+        if not self.beyond_noise:
+            return "indistinguishable"
+        return "better" if self.difference.mean > 0 else "worse"
+
+
+def compare_family(pairs: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, paired: bool = True,
+                   confidence: float = 0.95) -> dict[str, Comparison]:
+    """Several comparisons made together, each ``key: (a, b)``, judged together.
+
+    A chapter that reports twelve "is this step better than the last?" verdicts makes twelve chances of a
+    false "beyond noise" verdict; this adjusts their p-values together with :func:`holm`, so that the chance
+    of any false verdict in the family stays at most ``1 - confidence``. Each :class:`Comparison` keeps the
+    unadjusted interval (the size of the difference) beside the adjusted verdict.
+    """
+    keys = list(pairs)
+    raw = [p_value(*pairs[k], paired=paired) if min(len(pairs[k][0]), len(pairs[k][1])) >= 2 else 1.0 for k in keys]
+    adjusted = holm(raw)
+    out = {}
+    for k, p, q in zip(keys, raw, adjusted):
+        d = difference(*pairs[k], paired=paired, confidence=confidence)
+        out[k] = Comparison(d, p, q, len(keys), q < 1 - confidence)
+    return out

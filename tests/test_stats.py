@@ -40,6 +40,42 @@ def test_ranking_ties_what_noise_cannot_separate():
     assert table.loc["c", "rank"] == 1 and "a" in table.loc["c", "tied with"], "c is within noise of a"
 
 
+def test_holm_matches_statsmodels():
+    # statsmodels.stats.multitest.multipletests(p, method="holm")[1] for these p-values (statsmodels 0.14)
+    p = [0.01, 0.04, 0.03, 0.005, 0.2, 0.012]
+    assert stats.holm(p) == pytest.approx([0.05, 0.09, 0.09, 0.03, 0.2, 0.05])
+    assert stats.holm([]) == [] and stats.holm([0.7]) == [0.7]
+
+
+def test_p_value_agrees_with_the_interval():
+    a, b = [0.81, 0.84, 0.83], [0.80, 0.82, 0.825]
+    assert stats.p_value(a, b, paired=True) == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert stats.p_value(a, b) == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue)
+    for paired in (True, False):  # p < 0.05 exactly when the 95% interval of the difference excludes 0
+        for shift in (0.0, 0.004, 0.01, 0.03):
+            c = [x - shift for x in b]
+            assert (stats.p_value(a, c, paired=paired) < 0.05) == stats.difference(a, c, paired=paired).excludes(0)
+    assert stats.p_value([1, 2, 3], [0, 1, 2], paired=True) == 0.0  # a constant, non-zero difference
+    assert stats.p_value([1, 2, 3], [1, 2, 3], paired=True) == 1.0
+
+
+def test_ranking_adjusts_for_the_number_of_comparisons():
+    # Twelve settings that differ only by noise, and one pair whose paired difference is modest: alone,
+    # its interval excludes 0; among 78 comparisons, Holm's adjustment keeps it within noise.
+    runs = {f"s{i}": [0.80 + 0.01 * ((i * 7 + k * 3) % 5) for k in range(3)] for i in range(11)}
+    runs["x"], runs["y"] = [0.85, 0.86, 0.87], [0.84, 0.8505, 0.8595]
+    alone = stats.ranking({"x": runs["x"], "y": runs["y"]})
+    assert alone.loc["y", "rank"] == 2 and alone.attrs["comparisons"] == 1
+    table = stats.ranking(runs)
+    assert table.attrs == {"comparisons": 78, "adjustment": "Holm"}
+    assert "y" in table.loc["x", "tied with"].split(", ")
+    unadjusted = stats.ranking(runs, adjust=None)
+    assert unadjusted.attrs["adjustment"] == "none" and "y" not in unadjusted.loc["x", "tied with"].split(", ")
+    assert (table["rank"] <= unadjusted["rank"]).all(), "adjusting can only merge ranks, never split them"
+    with pytest.raises(ValueError, match="adjust"):
+        stats.ranking(runs, adjust="bonferroni")
+
+
 def test_binomial_interval_is_wilsons():
     est = stats.binomial_interval(90, 100)
     # Wilson's interval for 90/100 at 95%: (0.8256, 0.9448)
@@ -70,3 +106,16 @@ def test_scheduler_follows_the_factors():
     assert make_scheduler(opt, 20, schedule=None) is None
     with pytest.raises(ValueError, match="leaves none"):
         make_scheduler(opt, 5, warmup_steps=5)
+
+
+def test_a_family_of_comparisons_is_adjusted_together():
+    a, b = [0.85, 0.86, 0.87], [0.84, 0.8505, 0.8595]          # alone: beyond noise
+    noise = [[0.80, 0.83, 0.81], [0.81, 0.80, 0.83]]
+    alone = stats.compare_family({"a-b": (a, b)})["a-b"]
+    assert alone.beyond_noise and alone.verdict == "better" and alone.m == 1
+    assert alone.p == pytest.approx(sps.ttest_rel(a, b).pvalue) and alone.adjusted_p == pytest.approx(alone.p)
+    family = stats.compare_family({"a-b": (a, b), **{f"n{i}": tuple(noise) for i in range(99)}})
+    assert family["a-b"].m == 100 and family["a-b"].adjusted_p == pytest.approx(min(1.0, 100 * alone.p))
+    assert not family["a-b"].beyond_noise and family["a-b"].verdict == "indistinguishable"
+    assert family["a-b"].difference == alone.difference, "the interval shown is the unadjusted one"
+    assert stats.compare_family({"b-a": (b, a)})["b-a"].verdict == "worse"
