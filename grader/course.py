@@ -173,7 +173,11 @@ def submissions(root: Path, names: list[str] | None = None) -> list[tuple[str, s
     wanted = set(names or assignments(root))
     found = []
     for d in sorted((root / "submitted").glob("*/*")):
-        if d.is_dir() and d.name in wanted:
+        if d.name not in wanted:
+            continue
+        if d.is_symlink() or d.parent.is_symlink():  # never graded through a link: it could point anywhere
+            print(f"{d.relative_to(root)}: a symbolic link, not graded (copy the folder itself)", flush=True)
+        elif d.is_dir():
             found.append((d.name, d.parent.name))
     return sorted(found)
 
