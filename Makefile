@@ -100,9 +100,10 @@ check-exercises: setup
 	$(GRADE) check-exercises
 
 # Unpack a zip of downloads (one folder per student id) into submitted/: make collect ASSIGNMENT=mixed_pooling ZIP=all.zip
+# (Moodle's and Canvas's layouts give the LMS id; MAP=ids.csv with columns lms_id,student_id maps it)
 collect: setup
 	@test -n "$(ASSIGNMENT)" -a -n "$(ZIP)" || { echo "usage: make collect ASSIGNMENT=<name> ZIP=<file.zip>"; exit 2; }
-	$(GRADE) collect $(ASSIGNMENT) $(ZIP)
+	$(GRADE) collect $(ASSIGNMENT) $(ZIP) $(if $(MAP),--map $(MAP))
 
 # Autograde every submission in submitted/ (or ASSIGNMENT=<name> only) that is new or changed since it was last
 # graded, each in the sandbox, JOBS at once (default: the number of cores), with a progress bar and a score table.

@@ -143,14 +143,11 @@ def stale_exercises(root: Path) -> list[str]:
 
 # ---- collecting, feedback, export ---------------------------------------------------------------------
 
-def collect(root: Path, assignment: str, archive: Path) -> int:
-    """Copy a zip of downloads (one folder per student id, holding the notebook) into submitted/."""
-    from nbgrader.apps.zipcollectapp import ZipCollectApp
+def collect(root: Path, assignment: str, archive: Path, mapping: Path | None = None) -> int:
+    """Unpack the class's archive of downloads into submitted/, trusting nothing in it (grader.collect)."""
+    from grader.collect import collect as collect_archive
 
-    target = root / "downloaded" / assignment / "archive"
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(archive, target / Path(archive).name)
-    return _run_app(ZipCollectApp, [assignment, "--force", "--log-level=WARN", f"--CourseDirectory.root={root}"])
+    return collect_archive(root, assignment, Path(archive), mapping)
 
 
 _EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit))(?::\s*(.*))?$")
