@@ -91,6 +91,10 @@ GRADE := $(BIN)/python -m grader
 VALIDATE := $(GRADE) validate
 validate: sandbox-tools
 
+# The instructors' JupyterLab: the formgrader's submission pages run no script of a submission (grader/formgrader_csp.py)
+lab: LAB_ARGS += --ServerApp.jpserver_extensions="{'grader.formgrader_csp': True}"
+lab: export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
 # Regenerate the student versions exercises/<a>/ from solutions/<a>/ (then commit exercises/).
 exercises: setup
 	$(GRADE) exercises

@@ -18,6 +18,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Clea
                                     SaveAutoGrades)
 
 from grader.preprocessors import GuardCells, HideHiddenTests, TruncateOutputs
+from grader.sanitize import CapOutputs, InertOutputs
 from grader.sandbox import SandboxedExecute
 
 
@@ -54,9 +55,10 @@ def configure(c) -> None:
                                           GuardCells, CheckCellMetadata]
     # Every kernel that runs a submission starts in the sandbox (grader/sandbox.py); SANDBOX=off turns it off.
     c.Autograde.autograde_preprocessors = [SandboxedExecute, TruncateOutputs, IgnorePattern, ClearMetadataPreprocessor,
-                                           LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+                                           LimitOutput, CapOutputs, InertOutputs,  # grader/sanitize.py
+                                           SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     # ---- feedback: what the student sees, without the hidden tests
-    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, InertOutputs, CSSHTMLHeaderPreprocessor]
 
     # ---- collecting a zip of downloads: one folder per student, named by the student id, holding the notebook
     #      (e.g. downloaded/mixed_pooling/archive/all.zip -> all/alice/mixed_pooling.ipynb)

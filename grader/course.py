@@ -187,9 +187,20 @@ def feedback(root: Path, names: list[str] | None = None) -> int:
         if not result["success"]:
             failures += 1
             print(f"feedback for {assignment}: FAILED: {reason(result)}")
-    count = len(list((root / "feedback").glob("*/*/*.html")))
-    print(f"{count} feedback file(s) in feedback/<student>/<assignment>/")
+    pages = list((root / "feedback").glob("*/*/*.html"))
+    _protect(api, pages)
+    print(f"{len(pages)} feedback file(s) in feedback/<student>/<assignment>/")
     return 1 if failures else 0
+
+
+def _protect(api, pages: list[Path]) -> None:
+    """Every feedback page gets a Content Security Policy: only its template's scripts run (grader.sanitize)."""
+    from grader.sanitize import feedback_policy, protect_feedback
+
+    if pages:
+        csp = feedback_policy(api.config)
+        for page in pages:
+            protect_feedback(page, csp)
 
 
 def export(root: Path, to: str = "feedback/grades.csv") -> int:
