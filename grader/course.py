@@ -165,6 +165,15 @@ def reason(result: dict) -> str:
     return f"{name}: {message}"[:200]
 
 
+def _odd(student: str) -> str:
+    """Why nbgrader cannot grade a student id (it finds notebooks with glob patterns), or ''."""
+    if any(ch in student for ch in "*?[]"):
+        return "the student id has glob characters (* ? [ ]), which nbgrader reads as patterns"
+    if not student.isprintable() or student.startswith("."):
+        return "the student id has a newline or another unprintable character, or starts with a dot"
+    return ""
+
+
 def submissions(root: Path, names: list[str] | None = None) -> list[tuple[str, str]]:
     """(assignment, student) for every folder submitted/<student>/<assignment>/ (all assignments, or ``names``)."""
     wanted = set(names or assignments(root))
@@ -174,6 +183,8 @@ def submissions(root: Path, names: list[str] | None = None) -> list[tuple[str, s
             continue
         if d.is_symlink() or d.parent.is_symlink():  # never graded through a link: it could point anywhere
             print(f"{d.relative_to(root)}: a symbolic link, not graded (copy the folder itself)", flush=True)
+        elif _odd(d.parent.name):
+            print(f"submitted/{d.parent.name!r}: not graded: {_odd(d.parent.name)}; rename the folder", flush=True)
         elif d.is_dir():
             found.append((d.name, d.parent.name))
     return sorted(found)
