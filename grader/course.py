@@ -171,6 +171,8 @@ def _odd(student: str) -> str:
         return "the student id has glob characters (* ? [ ]), which nbgrader reads as patterns"
     if not student.isprintable() or student.startswith("."):
         return "the student id has a newline or another unprintable character, or starts with a dot"
+    if any(ch in student for ch in "<>&\"'`"):
+        return "the student id has characters that mean something in HTML (< > & \" ' `), where the formgrader shows it"
     return ""
 
 

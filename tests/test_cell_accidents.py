@@ -48,7 +48,7 @@ def graded(tmp_path_factory):
     subs = {"copied-solution": _copied(base(), "mixed_pool"), "copied-test": _copied(base(), "test_lp"),
             "renamed-test": _renamed(base(), "test_lp"),
             "deleted-test-after-table": fixtures._delete(base(), "test_comparison"),
-            "glob*id": base(), "new\nline": base()}
+            **{student: base() for student in ODD}}
     for student, nb in subs.items():
         fixtures.Submission(student, A, student, nb).write(root / "submitted")
     outcomes = {o.student: o for o in autograde(root, [A], jobs=2, quiet=True)}
@@ -70,10 +70,22 @@ def test_an_accident_with_nbgrader_cells_costs_nothing_else(graded, student):
         assert "was missing from the submission" in text
 
 
-def test_odd_student_ids_are_refused_by_name(graded, capsys):
-    root, outcomes = graded
-    assert "glob*id" not in outcomes and "new\nline" not in outcomes
-    course.submissions(root)
-    out = capsys.readouterr().out
-    assert "submitted/'glob*id': not graded: the student id has glob characters" in out
-    assert "submitted/'new\\nline': not graded: the student id has a newline" in out
+ODD = ("glob*id", "new\nline", "<img src=x onerror=alert(1)>")
+
+
+def test_odd_student_ids_are_not_graded(graded):
+    _, outcomes = graded
+    assert not set(ODD) & set(outcomes) and set(outcomes) == {"copied-solution", "copied-test", "renamed-test",
+                                                              "deleted-test-after-table"}
+
+
+@pytest.mark.parametrize("student, why", [("glob*id", "the student id has glob characters"),
+                                          ("new\nline", "the student id has a newline"),
+                                          ("<img src=x onerror=alert(1)>", "the student id has characters that mean something in HTML")])
+def test_odd_student_ids_are_refused_by_name(tmp_path, capsys, student, why):
+    (tmp_path / "solutions" / A).mkdir(parents=True)
+    (tmp_path / "solutions" / A / f"{A}.ipynb").write_text("{}")
+    (tmp_path / "submitted" / student / A).mkdir(parents=True)
+    (tmp_path / "submitted" / "alice" / A).mkdir(parents=True)
+    assert course.submissions(tmp_path) == [(A, "alice")]
+    assert f"submitted/{student!r}: not graded: {why}" in capsys.readouterr().out
