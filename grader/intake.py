@@ -4,7 +4,7 @@
   inside the folder, with a size cap; everything else is skipped and named (a link placed in
   ``submitted/<student>/<assignment>/`` would otherwise be read by the grader, with its rights, before any
   sandbox: the gradebook, another student's notebook, the solutions).
-- :func:`collect` (below) unpacks a class's downloads into ``submitted/``.
+- archives of downloads are grader/collect.py's (``make collect``).
 """
 from __future__ import annotations
 
