@@ -161,12 +161,16 @@ def _add(upload: Upload, rel: str, member: Member, budget: list[int]) -> None:
             if inner.kind == "file" and inner.path.lower().endswith(".ipynb") and not _junk(inner.path):
                 _keep(upload, inner_rel, inner.read())
             elif inner.kind != "folder":
-                upload.problems.append(f"{inner_rel}: " + ("an archive inside an archive, not opened"
-                                                           if inner.path.lower().endswith(ARCHIVES) else
-                                                           f"{'not a notebook' if inner.kind == 'file' else inner.kind}"
-                                                           ", not collected"))
+                upload.problems.append(f"{inner_rel}: {_why_not(inner)}")
     else:
         upload.problems.append(f"{rel}: not a notebook, not collected")
+
+
+def _why_not(inner: Member) -> str:
+    """Why a member of an uploaded archive is not collected."""
+    if inner.path.lower().endswith(ARCHIVES):
+        return "an archive inside an archive, not opened"
+    return ("not a notebook" if inner.kind == "file" else inner.kind) + ", not collected"
 
 
 def _keep(upload: Upload, rel: str, content: bytes) -> None:
