@@ -96,6 +96,10 @@ GRADE := $(BIN)/python -m grader
 VALIDATE := $(GRADE) validate
 validate: sandbox-tools
 
+# The instructors' JupyterLab: the formgrader's submission pages run no script of a submission (grader/formgrader_csp.py)
+lab: LAB_ARGS += --ServerApp.jpserver_extensions="{'grader.formgrader_csp': True}"
+lab: export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
 # Regenerate the student versions exercises/<a>/ from solutions/<a>/ (then commit exercises/).
 exercises: setup
 	$(GRADE) exercises
@@ -105,9 +109,10 @@ check-exercises: setup
 	$(GRADE) check-exercises
 
 # Unpack a zip of downloads (one folder per student id) into submitted/: make collect ASSIGNMENT=mixed_pooling ZIP=all.zip
+# (Moodle's and Canvas's layouts give the LMS id; MAP=ids.csv with columns lms_id,student_id maps it)
 collect: setup
 	@test -n "$(ASSIGNMENT)" -a -n "$(ZIP)" || { echo "usage: make collect ASSIGNMENT=<name> ZIP=<file.zip>"; exit 2; }
-	$(GRADE) collect $(ASSIGNMENT) $(ZIP)
+	$(GRADE) collect $(ASSIGNMENT) $(ZIP) $(if $(MAP),--map $(MAP))
 
 # Autograde every submission in submitted/ (or ASSIGNMENT=<name> only) that is new or changed since it was last
 # graded, each in the sandbox, JOBS at once (default: the number of cores), with a progress bar and a score table.

@@ -9,6 +9,11 @@ that release, Binder) can import:
                             the checks, and the run-time integrity checks (``grader.checks.integrity``)
 ``grader.scan``             the source scan: what in a submitted cell modifies the grading environment
 ``grader.preprocessors``    nbgrader preprocessors: the guard, the output caps, feedback without hidden tests
+``grader.sanitize``         outputs and answers made inert and capped; the feedback pages' security policy
+``grader.cells``            copied, renamed or deleted nbgrader cells graded with a note
+``grader.formgrader_csp``   a Jupyter server extension: the formgrader's submission pages run no submitted script
+``grader.intake``           submission folders read without following links
+``grader.collect``          `make collect`: a class's archive of downloads into submitted/, trusting nothing in it
 ``grader.config``           every nbgrader setting of the course (``nbgrader_config.py`` calls it)
 ``grader.course``           the course directory: assignments, submissions, exercises, collect, feedback, export
 ``grader.autograde``        grading submissions and reporting each one's outcome

@@ -51,15 +51,12 @@ class Outcome:
 
 
 def _submission_files(root: Path, assignment: str, student: str, ignore: list[str]) -> dict[str, bytes]:
-    from fnmatch import fnmatch
+    """The submission's regular files; a link or anything else is skipped, and named (grader.intake)."""
+    from grader.intake import read_folder
 
-    folder = root / "submitted" / student / assignment
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder)
-        if any(fnmatch(part, pattern) for part in rel.parts for pattern in ignore):
-            continue  # what nbgrader would not copy (a lib/ or torch.py beside the notebook)
-        files[str(rel)] = path.read_bytes()
+    files, skipped = read_folder(root / "submitted" / student / assignment, ignore)
+    for line in skipped:
+        print(f"{assignment}/{student}: {line}", flush=True)
     return files
 
 
@@ -96,6 +93,16 @@ def _register(api, assignment: str, student: str, timestamp) -> None:
             gb.update_or_create_submission(assignment, student, timestamp=timestamp)
         else:
             gb.update_or_create_submission(assignment, student)
+
+
+def _timestamp(api, folder: Path):
+    """The submission's timestamp.txt, read only when it is a regular file (a link would be followed)."""
+    import stat
+
+    path = folder / "timestamp.txt"
+    if not path.exists() or not stat.S_ISREG(path.lstat().st_mode):
+        return None
+    return api.coursedir.get_existing_timestamp(str(folder))
 
 
 def _record(api, result: Result) -> None:
@@ -279,7 +286,7 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
                            if name in ("KilledWorker", "BrokenProcessPool") else f"{name}: {e}")
                     result = Result(task.assignment, task.student, False, 0.0, reason=why[:300])
                 folder = root / "submitted" / task.student / task.assignment
-                _register(api, task.assignment, task.student, api.coursedir.get_existing_timestamp(str(folder)))
+                _register(api, task.assignment, task.student, _timestamp(api, folder))
                 if result.ok:
                     _record(api, result)
                 outcome = _outcome(api, result)

@@ -2,7 +2,7 @@
 
     python -m grader exercises                 regenerate exercises/ from solutions/
     python -m grader check-exercises           fail if exercises/ is out of date (CI runs this, via tests/)
-    python -m grader collect A downloads.zip   unpack a zip of downloads into submitted/<student>/A/
+    python -m grader collect A downloads.zip   unpack a zip of downloads into submitted/<student>/A/ [--map ids.csv]
     python -m grader autograde [A ...]         grade every submission in submitted/, print a score table
     python -m grader feedback [A ...]          write feedback/<student>/<A>/<A>.html
     python -m grader export [CSV]              one CSV row per student and assignment (feedback/grades.csv)
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("collect")
     p.add_argument("assignment")
     p.add_argument("archive", type=Path)
+    p.add_argument("--map", type=Path, default=None, help="a CSV of lms_id,student_id (Moodle's or Canvas's ids)")
     p = sub.add_parser("autograde")
     p.add_argument("assignments", nargs="*")
     p.add_argument("--student", action="append", help="only this student (repeatable)")
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print("exercises/ matches solutions/")
         return 0
     if args.command == "collect":
-        return course.collect(root, args.assignment, args.archive.resolve())
+        return course.collect(root, args.assignment, args.archive.resolve(), args.map)
     if args.command == "autograde":
         with sandbox_banner():
             try:

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
-                                    GetGrades, IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec,
+                                    GetGrades, IgnorePattern, LimitOutput, OverwriteKernelspec,
                                     SaveAutoGrades)
 
+from grader.cells import LooseCopies, RestoreCells
 from grader.preprocessors import GuardCells, HideHiddenTests, TruncateOutputs
+from grader.sanitize import CapOutputs, InertOutputs
 from grader.sandbox import SandboxedExecute
 
 
@@ -50,13 +52,15 @@ def configure(c) -> None:
     c.Autograde.create_student = True            # anyone in submitted/ is graded, no roster needed
     c.OverwriteCells.add_missing_cells = True    # a deleted test cell is put back and run
     c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
-    c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells,
+    # LooseCopies and RestoreCells (grader/cells.py): a copied, renamed or deleted nbgrader cell is graded, with a note
+    c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, LooseCopies, OverwriteKernelspec, RestoreCells,
                                           GuardCells, CheckCellMetadata]
     # Every kernel that runs a submission starts in the sandbox (grader/sandbox.py); SANDBOX=off turns it off.
     c.Autograde.autograde_preprocessors = [SandboxedExecute, TruncateOutputs, IgnorePattern, ClearMetadataPreprocessor,
-                                           LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+                                           LimitOutput, CapOutputs, InertOutputs,  # grader/sanitize.py
+                                           SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     # ---- feedback: what the student sees, without the hidden tests
-    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, InertOutputs, CSSHTMLHeaderPreprocessor]
 
     # ---- collecting a zip of downloads: one folder per student, named by the student id, holding the notebook
     #      (e.g. downloaded/mixed_pooling/archive/all.zip -> all/alice/mixed_pooling.ipynb)

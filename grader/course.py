@@ -143,14 +143,11 @@ def stale_exercises(root: Path) -> list[str]:
 
 # ---- collecting, feedback, export ---------------------------------------------------------------------
 
-def collect(root: Path, assignment: str, archive: Path) -> int:
-    """Copy a zip of downloads (one folder per student id, holding the notebook) into submitted/."""
-    from nbgrader.apps.zipcollectapp import ZipCollectApp
+def collect(root: Path, assignment: str, archive: Path, mapping: Path | None = None) -> int:
+    """Unpack the class's archive of downloads into submitted/, trusting nothing in it (grader.collect)."""
+    from grader.collect import collect as collect_archive
 
-    target = root / "downloaded" / assignment / "archive"
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(archive, target / Path(archive).name)
-    return _run_app(ZipCollectApp, [assignment, "--force", "--log-level=WARN", f"--CourseDirectory.root={root}"])
+    return collect_archive(root, assignment, Path(archive), mapping)
 
 
 _EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Exit))(?::\s*(.*))?$")
@@ -168,12 +165,29 @@ def reason(result: dict) -> str:
     return f"{name}: {message}"[:200]
 
 
+def _odd(student: str) -> str:
+    """Why nbgrader cannot grade a student id (it finds notebooks with glob patterns), or ''."""
+    if any(ch in student for ch in "*?[]"):
+        return "the student id has glob characters (* ? [ ]), which nbgrader reads as patterns"
+    if not student.isprintable() or student.startswith("."):
+        return "the student id has a newline or another unprintable character, or starts with a dot"
+    if any(ch in student for ch in "<>&\"'`"):
+        return "the student id has characters that mean something in HTML (< > & \" ' `), where the formgrader shows it"
+    return ""
+
+
 def submissions(root: Path, names: list[str] | None = None) -> list[tuple[str, str]]:
     """(assignment, student) for every folder submitted/<student>/<assignment>/ (all assignments, or ``names``)."""
     wanted = set(names or assignments(root))
     found = []
     for d in sorted((root / "submitted").glob("*/*")):
-        if d.is_dir() and d.name in wanted:
+        if d.name not in wanted:
+            continue
+        if d.is_symlink() or d.parent.is_symlink():  # never graded through a link: it could point anywhere
+            print(f"{d.relative_to(root)}: a symbolic link, not graded (copy the folder itself)", flush=True)
+        elif _odd(d.parent.name):
+            print(f"submitted/{d.parent.name!r}: not graded: {_odd(d.parent.name)}; rename the folder", flush=True)
+        elif d.is_dir():
             found.append((d.name, d.parent.name))
     return sorted(found)
 
@@ -186,9 +200,20 @@ def feedback(root: Path, names: list[str] | None = None) -> int:
         if not result["success"]:
             failures += 1
             print(f"feedback for {assignment}: FAILED: {reason(result)}")
-    count = len(list((root / "feedback").glob("*/*/*.html")))
-    print(f"{count} feedback file(s) in feedback/<student>/<assignment>/")
+    pages = list((root / "feedback").glob("*/*/*.html"))
+    _protect(api, pages)
+    print(f"{len(pages)} feedback file(s) in feedback/<student>/<assignment>/")
     return 1 if failures else 0
+
+
+def _protect(api, pages: list[Path]) -> None:
+    """Every feedback page gets a Content Security Policy: only its template's scripts run (grader.sanitize)."""
+    from grader.sanitize import feedback_policy, protect_feedback
+
+    if pages:
+        csp = feedback_policy(api.config)
+        for page in pages:
+            protect_feedback(page, csp)
 
 
 def export(root: Path, to: str = "feedback/grades.csv") -> int:

@@ -138,6 +138,7 @@ def grade(task: Task, root: Path | None = None) -> Result:
     """Grade one submission (``root``: this worker's copy of the course, default the one it runs from)."""
     from grader import sandbox
     from grader.course import _api, _prepare_nbgrader, reason
+    from grader.intake import regular_files
 
     root = Path(root or os.environ.get("GRADER_COURSE_ROOT") or REPO)
     start, cpu_start = time.perf_counter(), _cpu()
@@ -180,7 +181,7 @@ def grade(task: Task, root: Path | None = None) -> Result:
         result.disabled_cells = result.log.count("Disabling a cell of")
         graded = scratch / "autograded" / task.student / task.assignment
         if result.ok:
-            for path in sorted(p for p in graded.rglob("*") if p.is_file()):
+            for path in regular_files(graded)[0]:  # never through a link (grader.intake)
                 rel = str(path.relative_to(graded))
                 if path.suffix == ".ipynb" and path.parent == graded:
                     result.notebooks[path.stem] = path.read_text()
