@@ -111,13 +111,15 @@ autograde: setup data sandbox-tools
 	$(GRADE) autograde $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
 		$(if $(filter 1 yes true,$(FORCE)),--force)
 
-# Feedback as HTML: feedback/<student>/<assignment>/<assignment>.html
+# Feedback as HTML: feedback/<student>/<assignment>/<assignment>.html (assignments with nothing graded are skipped)
 feedback: setup
 	$(GRADE) feedback $(ASSIGNMENT)
 
-# One CSV row per student and assignment (default feedback/grades.csv, which git ignores; CSV=path to change).
+# Grades: grades/grades.csv (one row per student and assignment, with its status: final, provisional, missing), or
+# FORMAT=canvas|moodle for grades/<FORMAT>.csv in that LMS's import layout (PROVISIONAL=1 to write partial totals);
+# grades/ is outside feedback/ (handed to students) and git ignores it; CSV=path to write elsewhere.
 grades: setup
-	$(GRADE) export $(or $(CSV),feedback/grades.csv)
+	$(GRADE) export $(CSV) $(if $(FORMAT),--format $(FORMAT)) $(if $(filter 1 yes true,$(PROVISIONAL)),--provisional)
 
 # Whether the sandbox runs here, its limits and the bubblewrap command line it starts a kernel with.
 sandbox: setup sandbox-tools

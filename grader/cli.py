@@ -4,8 +4,8 @@
     python -m grader check-exercises           fail if exercises/ is out of date (CI runs this, via tests/)
     python -m grader collect A downloads.zip   unpack a zip of downloads into submitted/<student>/A/
     python -m grader autograde [A ...]         grade every submission in submitted/, print a score table
-    python -m grader feedback [A ...]          write feedback/<student>/<A>/<A>.html
-    python -m grader export [CSV]              one CSV row per student and assignment (feedback/grades.csv)
+    python -m grader feedback [A ...]          write feedback/<student>/<A>/<A>.html (skips what is not graded yet)
+    python -m grader export [--format F] [TO]  grades/grades.csv, or F=canvas|moodle: grades/<F>.csv (LMS import)
     python -m grader validate NB.ipynb         run a notebook's tests (hidden ones too, for a solution); exit 1 on failure
     python -m grader student-release DIR       write the tree a course publishes to its students
     python -m grader sandbox                   check that the sandbox runs here; print its limits and command line
@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scheduler", default=None, help="a Dask scheduler's address, e.g. tcp://host:8786")
     p.add_argument("--force", action="store_true", help="regrade submissions that have not changed since last time")
     sub.add_parser("feedback").add_argument("assignments", nargs="*")
-    sub.add_parser("export").add_argument("to", nargs="?", default="feedback/grades.csv",
-                                         help="where to write (default: feedback/, which git ignores)")
+    p = sub.add_parser("export")
+    p.add_argument("to", nargs="?", default=None, help="where to write (default: grades/<format>.csv, which git ignores)")
+    p.add_argument("--format", default="csv", choices=["csv", "canvas", "moodle"], help="the layout (default: csv)")
+    p.add_argument("--provisional", action="store_true",
+                   help="write the LMS layouts although some written answers are not graded by hand yet")
     sub.add_parser("validate").add_argument("notebook", type=Path)
     sub.add_parser("student-release").add_argument("target", type=Path, help="an empty or new folder")
     sub.add_parser("sandbox")
@@ -142,5 +145,5 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "feedback":
         return course.feedback(root, args.assignments or None)
     if args.command == "export":
-        return course.export(root, args.to)
+        return course.export(root, args.to, args.format, args.provisional)
     return 2  # pragma: no cover

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
-                                    GetGrades, IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec,
+                                    IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec,
                                     SaveAutoGrades)
 
+from grader.feedback import GetGradesPending
 from grader.preprocessors import GuardCells, HideHiddenTests, TruncateOutputs
 from grader.sandbox import SandboxedExecute
 
@@ -56,7 +57,7 @@ def configure(c) -> None:
     c.Autograde.autograde_preprocessors = [SandboxedExecute, TruncateOutputs, IgnorePattern, ClearMetadataPreprocessor,
                                            LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     # ---- feedback: what the student sees, without the hidden tests
-    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = [GetGradesPending, HideHiddenTests, CSSHTMLHeaderPreprocessor]
 
     # ---- collecting a zip of downloads: one folder per student, named by the student id, holding the notebook
     #      (e.g. downloaded/mixed_pooling/archive/all.zip -> all/alice/mixed_pooling.ipynb)

@@ -179,26 +179,48 @@ def submissions(root: Path, names: list[str] | None = None) -> list[tuple[str, s
 
 
 def feedback(root: Path, names: list[str] | None = None) -> int:
-    api = _api(root)
+    """Feedback pages for every graded submission (grader/feedback.py); an assignment with nothing graded yet is
+    skipped and said so; the submissions whose written answers wait for a hand grade are listed (provisional)."""
+    from grader import feedback as pages
+
+    api = _api(root, pages.template_settings())
     failures = 0
     for assignment in names or assignments(root):
+        if not pages.graded(root, assignment):
+            print(f"feedback for {assignment}: skipped, nothing graded yet (run `make autograde` first)")
+            continue
         result = api.generate_feedback(assignment, force=True)
         if not result["success"]:
             failures += 1
             print(f"feedback for {assignment}: FAILED: {reason(result)}")
+    if (root / "feedback").is_dir():
+        pages.bundle_mathjax(root)
+    _print_pending(api.coursedir.db_url, root, names)
     count = len(list((root / "feedback").glob("*/*/*.html")))
     print(f"{count} feedback file(s) in feedback/<student>/<assignment>/")
     return 1 if failures else 0
 
 
-def export(root: Path, to: str = "feedback/grades.csv") -> int:
+def _print_pending(db_url: str, root: Path, names: list[str] | None) -> None:
+    from nbgrader.api import Gradebook
+
+    from grader.grades import describe_pending, read
+
+    with Gradebook(db_url) as gb:
+        pending = describe_pending(read(gb, root, names))
+    if pending:
+        print("provisional (the pages say so; their written answers show as not graded yet):\n" + "\n".join(pending))
+
+
+def export(root: Path, to: str | None = None, fmt: str = "csv", provisional: bool = False) -> int:
+    """Grades through the course's nbgrader export plugins (grader/export.py): ``fmt`` is csv, canvas or moodle;
+    the file goes to grades/ (outside feedback/, which is handed to students) unless ``to`` says otherwise."""
     from nbgrader.apps import ExportApp
 
-    target = root / to  # `to` may be absolute
-    target.parent.mkdir(parents=True, exist_ok=True)
-    status = _run_app(ExportApp, [f"--to={target}", "--log-level=WARN", f"--CourseDirectory.root={root}"])
-    if not status:
-        print(f"grades written to {target}")
-    return status
+    from grader.export import FORMATS
 
-
+    plugin = FORMATS[fmt]
+    target = root / (to or plugin.default_to)  # `to` may be absolute
+    return _run_app(ExportApp, [f"--exporter={plugin.__module__}.{plugin.__name__}", f"--to={target}",
+                                f"--{plugin.__name__}.provisional={provisional}", "--log-level=WARN",
+                                f"--CourseDirectory.root={root}"])

@@ -1,0 +1,146 @@
+"""The seams between the instructor's steps, in a scratch course graded once: feedback and grades that never
+lie (nothing graded yet, written answers waiting for a hand grade, missing submissions), the LMS layouts, and
+the feedback page as a student opens it (offline math, per-part scores) in a real browser.
+
+The course: mixed_pooling graded for `reference` (its written answer not graded by hand yet), `blank` and
+`partial`; `absent` is on the roster and handed nothing in; receptive_field and resnet_variants have nothing
+graded."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from grader import course
+from grader.autograde import autograde
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow]
+
+
+def _fixtures():
+    spec = importlib.util.spec_from_file_location("nbgrader_submissions", ROOT / "tests" / "nbgrader_fixtures" / "submissions.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("nbgrader_submissions", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+fixtures = _fixtures()
+
+
+@dataclass
+class Graded:
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> Graded:
+    from nbgrader.api import Gradebook
+
+    saved = dict(os.environ)
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    root = fixtures.make_course(tmp_path_factory.mktemp("seams") / "course")
+    shutil.copytree(ROOT / "book" / "_static" / "mathjax", root / "book" / "_static" / "mathjax")
+    here = Path.cwd()
+    try:
+        course.generate_exercises(root)
+        c = fixtures.Course(root)
+        wanted = {"reference", "blank", "partial"}
+        for sub in fixtures.build(c):
+            if sub.assignment == "mixed_pooling" and sub.student in wanted:
+                sub.write(root / "submitted")
+        outcomes = autograde(root, ["mixed_pooling"], students=sorted(wanted), quiet=True)
+        assert all(o.ok for o in outcomes), [(o.student, o.reason) for o in outcomes]
+        with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+            gb.update_or_create_student("absent", first_name="Ada", last_name="Absent")
+        yield Graded(root)
+    finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _grade_by_hand(root: Path, student: str, score: float, comment: str) -> None:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        nb = gb.find_submission("mixed_pooling", student).notebooks[0]
+        for g in nb.grades:
+            if g.cell.cell_type == "markdown":
+                g.manual_score, g.needs_manual_grade = score, False
+        for c in nb.comments:
+            if c.name == "reflection":
+                c.manual_comment = comment
+        gb.db.commit()
+
+
+# ---- feedback ---------------------------------------------------------------------------------------------
+def test_feedback_skips_what_is_not_graded_and_marks_pending_answers(graded, capsys):
+    assert course.feedback(graded.root) == 0
+    out = capsys.readouterr().out
+    assert "receptive_field: skipped, nothing graded yet" in out and "resnet_variants: skipped" in out
+    assert "reference/mixed_pooling: reflection (3 points) not graded by hand yet" in out
+    page = (graded.root / "feedback" / "reference" / "mixed_pooling" / "mixed_pooling.html").read_text()
+    assert "provisional: 3.0 points of written answers are not graded yet" in page
+    assert "not graded yet</span> / 3.0" in page and "Written response</a> (Score: 0.0" not in page
+    assert 'src="../mathjax/tex-svg-full.js"' in page and "cdnjs" not in page
+    assert "text/x-mathjax-config" not in page  # no inline script: a CSP of script-src 'self' holds
+    assert (graded.root / "feedback" / "reference" / "mathjax" / "tex-svg-full.js").is_file()
+    blank = (graded.root / "feedback" / "blank" / "mixed_pooling" / "mixed_pooling.html").read_text()
+    assert 'class="provisional"' not in blank  # an untouched written answer scores 0 for real, not pending
+
+
+# ---- grades -----------------------------------------------------------------------------------------------
+def _csv(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.open()))
+
+
+def test_grades_csv_says_missing_and_provisional(graded, capsys):
+    assert course.export(graded.root) == 0
+    target = graded.root / "grades" / "grades.csv"
+    assert target.is_file() and not (graded.root / "feedback" / "grades.csv").exists()
+    rows = {(r["assignment"], r["student_id"]): r for r in csv.DictReader(target.open())}
+    assert rows["mixed_pooling", "absent"]["status"] == "missing" and rows["mixed_pooling", "absent"]["score"] == "missing"
+    ref = rows["mixed_pooling", "reference"]
+    assert ref["status"] == "provisional" and ref["pending"] == "reflection" and float(ref["score"]) == 12
+    assert "reflection=pending/3" in ref["parts"] and "test_mixed_fixed=2/2" in ref["parts"]
+    assert rows["mixed_pooling", "blank"]["status"] == "final" and float(rows["mixed_pooling", "blank"]["score"]) == 0
+    assert "reference/mixed_pooling: reflection" in capsys.readouterr().out
+
+
+def test_lms_layouts_refuse_provisional_totals(graded, capsys):
+    for fmt in ("canvas", "moodle"):
+        assert course.export(graded.root, fmt=fmt) == 1
+        assert not (graded.root / "grades" / f"{fmt}.csv").exists()
+        assert "PROVISIONAL=1" in capsys.readouterr().out
+    assert course.export(graded.root, fmt="canvas", provisional=True) == 0
+
+
+def test_lms_layouts_after_hand_grading(graded):
+    _grade_by_hand(graded.root, "reference", 2.5, "Good comparison; name the window size.")
+    for fmt in ("canvas", "moodle"):
+        assert course.export(graded.root, fmt=fmt) == 0
+    canvas = _csv(graded.root / "grades" / "canvas.csv")
+    header, possible, body = canvas[0], canvas[1], {r[2]: r for r in canvas[2:]}
+    assert header[:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+    parts = [f"mixed_pooling: {p}" for p in fixtures.DEPENDS["mixed_pooling"]]
+    assert header[5] == "mixed_pooling" and header[6:11] == parts and header[11] == "mixed_pooling: reflection"
+    assert possible[0].strip() == "Points Possible" and possible[5:12] == ["15", "2", "3", "3", "2", "2", "3"]
+    assert body["reference"][5:12] == ["14.5", "2", "3", "3", "2", "2", "2.5"]
+    assert body["absent"][5] == "" and body["absent"][0] == "Absent, Ada"
+    assert float(body["partial"][5]) == fixtures.deserved("mixed_pooling", {"mixed_pool", "lp_pool"})
+    moodle = _csv(graded.root / "grades" / "moodle.csv")
+    header, body = moodle[0], {r[2]: dict(zip(moodle[0], r)) for r in moodle[1:]}
+    assert header[:4] == ["First name", "Last name", "ID number", "Email address"]
+    assert header[-1] == "Feedback for mixed_pooling"  # nothing of the assignments nobody handed in
+    assert not any("receptive_field" in h for h in header + canvas[0])
+    assert body["reference"]["mixed_pooling"] == "14.5"
+    assert body["reference"]["Feedback for mixed_pooling"] == "reflection: Good comparison; name the window size."
+    assert body["absent"]["mixed_pooling"] == "-" and body["absent"]["Feedback for mixed_pooling"] == "missing"
