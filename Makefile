@@ -12,7 +12,7 @@ export OMP_NUM_THREADS ?= 2
 help:
 	@echo "make book                  build the HTML book (sets up .venv and the data on first use) -> _build/html/index.html"
 	@echo "make lab                   open JupyterLab on the course"
-	@echo "make validate NB=<file>    run a notebook's tests; exits 1 when one fails"
+	@echo "make validate NB=<file>    run a notebook's tests (NB may be its folder): one line per part, first; exits 1 when one fails"
 	@test ! -d grader || echo "make test                  run the whole test suite (same setup); instructors: see book/instructors.md"
 
 # ---- setup: a virtual environment pinned by requirements.txt + constraints.txt; reinstalls only when they change
@@ -52,8 +52,8 @@ colab-cells: setup
 VALIDATE := $(BIN)/python scripts/validate.py
 .PHONY: validate
 validate: setup data
-	@test -n "$(NB)" || { echo "usage: make validate NB=<notebook.ipynb>"; exit 2; }
-	$(VALIDATE) $(NB)
+	@test -n "$(NB)" || { echo "usage: make validate NB=<notebook.ipynb or its folder>"; exit 2; }
+	@$(VALIDATE) "$(NB)"
 
 #@instructor
 # Everything from here to #@end-instructor is the instructor's: `make student-release` leaves it out.
@@ -87,7 +87,7 @@ bench-course: setup data
 sandbox-tools:
 	@scripts/apt-install.sh bubblewrap
 GRADE := $(BIN)/python -m grader
-# An instructor validating a submission runs the hidden tests too (solutions/) through the grader, sandboxed.
+# An instructor validating a submission grades it as autograde does (hidden tests, sandbox; no gradebook write).
 VALIDATE := $(GRADE) validate
 validate: sandbox-tools
 

@@ -144,3 +144,47 @@ def test_lms_layouts_after_hand_grading(graded):
     assert body["reference"]["mixed_pooling"] == "14.5"
     assert body["reference"]["Feedback for mixed_pooling"] == "reflection: Good comparison; name the window size."
     assert body["absent"]["mixed_pooling"] == "-" and body["absent"]["Feedback for mixed_pooling"] == "missing"
+
+
+# ---- validate ---------------------------------------------------------------------------------------------
+def _student_validate():
+    from grader.cli import _student_validator
+
+    return _student_validator()
+
+
+def test_validate_finds_the_notebook_in_a_folder_or_says_what_to_pass(tmp_path):
+    v = _student_validate()
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "mixed_pooling (1).ipynb").write_text("{}")
+    assert v.find_notebook(tmp_path / "one") == (tmp_path / "one" / "mixed_pooling (1).ipynb", "")
+    (tmp_path / "one" / "other.ipynb").write_text("{}")
+    found, problem = v.find_notebook(tmp_path / "one")
+    assert found is None and "mixed_pooling (1).ipynb, other.ipynb" in problem and "NB=" in problem
+    assert "does not exist" in v.find_notebook(tmp_path / "nowhere")[1]
+
+
+def test_student_validate_prints_one_line_per_part_first(graded, capsys):
+    v = _student_validate()
+    assert v.main([str(graded.root / "submitted" / "partial" / "mixed_pooling")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "mixed_pooling.ipynb: 3 of 5 tests pass (7 / 12 points); 3 more points are graded by hand"
+    names = [line.split()[0] for line in lines[1:7]]
+    assert names == [*fixtures.DEPENDS["mixed_pooling"], "reflection"]
+    assert lines[1].endswith("2 pts  passed") and "not written yet (answer `stochastic_pool` above)" in lines[3]
+    assert "visible tests only" in lines[7]
+
+
+def test_instructor_validate_runs_the_hidden_tests(graded, capsys):
+    """A notebook fitted to the visible tests: the instructor's validate scores it as autograde does, never
+    'every test passed'."""
+    from grader import cli
+
+    sub = next(s for s in fixtures.build(fixtures.Course(graded.root))
+               if s.assignment == "mixed_pooling" and s.student == "visible-only")
+    sub.write(graded.root / "check")
+    status = cli.main(["--root", str(graded.root), "validate", str(graded.root / "check" / "visible-only" / "mixed_pooling")])
+    out = capsys.readouterr().out
+    assert status == 1 and "passed." not in out.splitlines()[-1]
+    assert out.splitlines()[0].startswith(f"mixed_pooling.ipynb: 3 of 5 tests pass ({sub.expected:g} / 12 points)")
+    assert "hidden tests included" in out
