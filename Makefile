@@ -12,6 +12,7 @@ export OMP_NUM_THREADS ?= 2
 help:
 	@echo "make book                  build the HTML book (sets up .venv and the data on first use) -> _build/html/index.html"
 	@echo "make lab                   open JupyterLab on the course"
+	@echo "                           (the first run of either sets up .venv and the data: a few minutes, about 6.5 GB)"
 	@echo "make validate NB=<file>    run a notebook's tests (NB may be its folder): one line per part, first; exits 1 when one fails"
 	@test ! -d grader || echo "make test                  run the whole test suite (same setup); instructors: see book/instructors.md"
 
@@ -37,8 +38,9 @@ book: export CNN_COURSE_PROGRESS := 0
 book: setup data
 	env -u MPLBACKEND $(BIN)/jupyter-book build . --warningiserror --keep-going
 
+# JUPYTER_CONFIG_PATH: jupyter/ holds the course's JupyterLab settings (Validate summary first, no news prompt).
 lab: setup data
-	$(BIN)/jupyter lab --notebook-dir=. $(LAB_ARGS) $(if $(filter 0,$(shell id -u)),--allow-root)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH)) $(BIN)/jupyter lab --notebook-dir=. $(LAB_ARGS) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf _build .jupyter_cache

@@ -113,7 +113,7 @@ def report(notebook: Path, found: list[Part], note: str = "") -> int:
     if failed:
         print(f"\n{notebook}: {len(failed)} test(s) did not pass: fix the first one listed at the top.")
         return 1
-    print(f"{notebook}: every test ran here passed.")
+    print(f"{notebook}: every test passed.")
     return 0
 
 

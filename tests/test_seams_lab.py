@@ -1,0 +1,107 @@
+"""The student release in JupyterLab as a student meets it, in Chromium: only the Validate button of nbgrader's
+tools, no news prompt, and a Validate dialog whose first line is the summary (one line per part follows)."""
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from browser_helpers import CHROMIUM_ARGS, DESKTOP, find_chromium, is_loopback
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def release_lab(tmp_path_factory):
+    """`make lab`'s command in a fresh student release (JUPYTER_CONFIG_PATH=jupyter/, as the Makefile sets it)."""
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium: `make browser`")
+    tree = tmp_path_factory.mktemp("release") / "course"
+    made = subprocess.run([sys.executable, "-m", "grader", "student-release", str(tree)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stdout + made.stderr
+    port, token = _free_port(), secrets.token_hex(16)
+    log = open(tree.parent / "lab.log", "w")
+    env = dict(os.environ, JUPYTER_CONFIG_PATH=str(tree / "jupyter"), JUPYTER_RUNTIME_DIR=str(tree.parent / "rt"),
+               PYTHONPATH="")
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("jupyter")), "lab", "--notebook-dir=.", "--no-browser",
+         "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--IdentityProvider.token={token}", f"--LabApp.workspaces_dir={tree.parent / 'ws'}",
+         f"--LabApp.user_settings_dir={tree.parent / 'user-settings'}",
+         *(["--allow-root"] if os.getuid() == 0 else [])],
+        cwd=tree, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with _direct.open(f"{base}/api/status?token={token}", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail(f"JupyterLab did not start:\n{(tree.parent / 'lab.log').read_text()[-3000:]}")
+                time.sleep(1)
+        from playwright.sync_api import sync_playwright
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+            yield tree, base, token, browser
+            browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_release_lab_shows_validate_summary_first_and_nothing_that_errors(release_lab):
+    tree, base, token, browser = release_lab
+    context = browser.new_context(viewport=DESKTOP)
+    context.route("**/*", lambda r: r.continue_() if is_loopback(r.request.url) else r.abort())
+    page = context.new_page()
+    shot = tree.parent / "validate-dialog.png"
+    try:
+        page.goto(f"{base}/lab/tree/exercises/mixed_pooling/mixed_pooling.ipynb?reset&token={token}",
+                  wait_until="load", timeout=120000)
+        button = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .validate-button").first
+        button.wait_for(state="visible", timeout=180000)
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60000)
+        menus = page.locator(".lm-MenuBar-itemLabel").all_inner_texts()
+        news = page.get_by_text("Jupyter news").count()
+        modified = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-mod-dirty, .lm-TabBar-tab.jp-mod-dirty").count()
+        button.click()
+        message = page.locator("#validation-message")
+        message.wait_for(state="visible", timeout=300000)
+        page.screenshot(path=str(shot))
+        news = news + page.get_by_text("Jupyter news").count()
+        first_line = message.inner_text().strip().splitlines()[0]
+        text = message.inner_text()
+    finally:
+        context.close()
+    print(f"screenshot: {shot}\n{text[:800]}")
+    assert "Nbgrader" not in menus and "Formgrader" not in " ".join(menus), menus
+    assert news == 0, "JupyterLab asked about Jupyter news"
+    assert modified == 0, "the exercise opened marked modified"
+    assert first_line.startswith("mixed_pooling.ipynb: 0 of 5 tests pass (0 / 12 points)"), first_line
+    assert "test_mixed_fixed" in text and "not written yet" in text
+    assert text.index("test_mixed_fixed") < text.index("test_comparison")
