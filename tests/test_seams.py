@@ -188,3 +188,40 @@ def test_instructor_validate_runs_the_hidden_tests(graded, capsys):
     assert status == 1 and "passed." not in out.splitlines()[-1]
     assert out.splitlines()[0].startswith(f"mixed_pooling.ipynb: 3 of 5 tests pass ({sub.expected:g} / 12 points)")
     assert "hidden tests included" in out
+
+
+# ---- the feedback page in a browser ----------------------------------------------------------------------
+def test_feedback_page_in_a_browser_offline(graded, tmp_path):
+    """The page a student opens from the folder they were handed: per-part scores, the written answer as not
+    graded yet, and every formula typeset by the bundled MathJax, with the network cut off."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser_helpers import CHROMIUM_ARGS, PHONE, find_chromium
+    sys.path.pop(0)
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium: `make browser`")
+    from playwright.sync_api import sync_playwright
+
+    assert course.feedback(graded.root, ["mixed_pooling"]) == 0
+    handed = tmp_path / "partial"  # what the student gets: their own folder, nothing else
+    shutil.copytree(graded.root / "feedback" / "partial", handed)
+    blocked = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport=PHONE)
+        page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
+                   else (blocked.append(r.request.url), r.abort()))
+        page.goto((handed / "mixed_pooling" / "mixed_pooling.html").as_uri(), wait_until="load")
+        page.wait_for_function("window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30000)
+        page.evaluate("MathJax.startup.promise")
+        typeset = page.locator("mjx-container").count()
+        raw_tex = page.evaluate("document.body.innerText.includes('$\\\\alpha')")
+        parts = page.locator("#parts li").all_inner_texts()
+        shot = graded.root / "feedback-partial.png"
+        page.screenshot(path=str(shot), full_page=False)
+        browser.close()
+    print(f"screenshot: {shot}\n" + "\n".join(parts))
+    assert not blocked, blocked
+    assert typeset >= 5 and not raw_tex, f"{typeset} formulas typeset"
+    assert parts[0].startswith("test_mixed_fixed (test):") and parts[0].endswith("2.0 / 2.0")
+    assert any(t.startswith("test_stochastic") and t.endswith("0.0 / 3.0") for t in parts)
