@@ -123,6 +123,13 @@ feedback: setup
 grades: setup
 	$(GRADE) export $(CSV) $(if $(FORMAT),--format $(FORMAT)) $(if $(filter 1 yes true,$(PROVISIONAL)),--provisional)
 
+# Pairs of submissions ranked by shared code (copydetect, on this machine; the student version is boilerplate):
+# make similarity ASSIGNMENT=mixed_pooling -> grades/similarity-mixed_pooling.html
+.PHONY: similarity
+similarity: setup
+	@test -n "$(ASSIGNMENT)" || { echo "usage: make similarity ASSIGNMENT=<name>"; exit 2; }
+	$(GRADE) similarity $(ASSIGNMENT)
+
 # Whether the sandbox runs here, its limits and the bubblewrap command line it starts a kernel with.
 sandbox: setup sandbox-tools
 	$(GRADE) sandbox

@@ -6,6 +6,7 @@
     python -m grader autograde [A ...]         grade every submission in submitted/, print a score table
     python -m grader feedback [A ...]          write feedback/<student>/<A>/<A>.html (skips what is not graded yet)
     python -m grader export [--format F] [TO]  grades/grades.csv, or F=canvas|moodle: grades/<F>.csv (LMS import)
+    python -m grader similarity A              rank pairs of submissions by shared code: grades/similarity-A.html
     python -m grader validate NB.ipynb         grade a notebook as autograde does (hidden tests too); exit 1 on failure
     python -m grader student-release DIR       write the tree a course publishes to its students
     python -m grader sandbox                   check that the sandbox runs here; print its limits and command line
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", default="csv", choices=["csv", "canvas", "moodle"], help="the layout (default: csv)")
     p.add_argument("--provisional", action="store_true",
                    help="write the LMS layouts although some written answers are not graded by hand yet")
+    sub.add_parser("similarity").add_argument("assignment")
     sub.add_parser("validate").add_argument("notebook", type=Path)
     sub.add_parser("student-release").add_argument("target", type=Path, help="an empty or new folder")
     sub.add_parser("sandbox")
@@ -171,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(not o.ok for o in outcomes) else 0
     if args.command == "feedback":
         return course.feedback(root, args.assignments or None)
+    if args.command == "similarity":
+        from grader.similarity import similarity
+        return similarity(root, args.assignment)
     if args.command == "export":
         return course.export(root, args.to, args.format, args.provisional)
     return 2  # pragma: no cover

@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.slow]
 
 
 def _fixtures():
-    spec = importlib.util.spec_from_file_location("nbgrader_submissions", ROOT / "tests" / "nbgrader_fixtures" / "submissions.py")
+    path = ROOT / "tests" / "nbgrader_fixtures" / "submissions.py"
+    spec = importlib.util.spec_from_file_location("nbgrader_submissions", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("nbgrader_submissions", module)
     spec.loader.exec_module(module)
@@ -107,7 +108,8 @@ def test_grades_csv_says_missing_and_provisional(graded, capsys):
     target = graded.root / "grades" / "grades.csv"
     assert target.is_file() and not (graded.root / "feedback" / "grades.csv").exists()
     rows = {(r["assignment"], r["student_id"]): r for r in csv.DictReader(target.open())}
-    assert rows["mixed_pooling", "absent"]["status"] == "missing" and rows["mixed_pooling", "absent"]["score"] == "missing"
+    absent = rows["mixed_pooling", "absent"]
+    assert absent["status"] == "missing" and absent["score"] == "missing"
     ref = rows["mixed_pooling", "reference"]
     assert ref["status"] == "provisional" and ref["pending"] == "reflection" and float(ref["score"]) == 12
     assert "reflection=pending/3" in ref["parts"] and "test_mixed_fixed=2/2" in ref["parts"]
@@ -183,7 +185,8 @@ def test_instructor_validate_runs_the_hidden_tests(graded, capsys):
     sub = next(s for s in fixtures.build(fixtures.Course(graded.root))
                if s.assignment == "mixed_pooling" and s.student == "visible-only")
     sub.write(graded.root / "check")
-    status = cli.main(["--root", str(graded.root), "validate", str(graded.root / "check" / "visible-only" / "mixed_pooling")])
+    folder = graded.root / "check" / "visible-only" / "mixed_pooling"
+    status = cli.main(["--root", str(graded.root), "validate", str(folder)])
     out = capsys.readouterr().out
     assert status == 1 and "passed." not in out.splitlines()[-1]
     assert out.splitlines()[0].startswith(f"mixed_pooling.ipynb: 3 of 5 tests pass ({sub.expected:g} / 12 points)")
