@@ -105,3 +105,37 @@ def test_release_lab_shows_validate_summary_first_and_nothing_that_errors(releas
     assert first_line.startswith("mixed_pooling.ipynb: 0 of 5 tests pass (0 / 12 points)"), first_line
     assert "test_mixed_fixed" in text and "not written yet" in text
     assert text.index("test_mixed_fixed") < text.index("test_comparison")
+
+
+def test_points_table_keeps_words_whole_on_a_phone(tmp_path):
+    """An exercise's points table, styled by the book's course.css at phone width: no word is broken across
+    lines (the table scrolls in its own box instead)."""
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium: `make browser`")
+    from playwright.sync_api import sync_playwright
+
+    from browser_helpers import PHONE
+    css = (ROOT / "book" / "_static" / "course.css").read_text()
+    cells = "".join(f"<td><p>{w}</p></td>" for w in ("test_mixed_learnable", "a learned alpha per layer and per "
+                                                   "channel, kept in [0, 1], trains", "3"))
+    page_html = (f"<html><head><meta name=viewport content='width=device-width'><style>{css}</style></head><body>"
+                 f"<div class=bd-article><div class=pst-scrollable-table-container><table><thead><tr>"
+                 f"<th><p>part</p></th><th><p>what is checked</p></th><th><p>points</p></th></tr></thead>"
+                 f"<tbody><tr>{cells}</tr></tbody></table></div><p>text</p></div></body></html>")
+    (tmp_path / "table.html").write_text(page_html)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport=PHONE)
+        page.goto((tmp_path / "table.html").as_uri())
+        broken = page.evaluate("""() => [...document.querySelectorAll('th p, td p')].flatMap(p => {
+            const range = document.createRange(), text = p.firstChild, words = [];
+            let at = 0;
+            for (const word of text.textContent.split(' ')) {
+                range.setStart(text, at); range.setEnd(text, at + word.length); at += word.length + 1;
+                if (range.getClientRects().length > 1) words.push(word);
+            }
+            return words;
+        })""")
+        browser.close()
+    assert not broken, f"words broken across lines at phone width: {broken}"
