@@ -13,6 +13,8 @@ from pathlib import Path
 
 from nbgrader.preprocessors import GetGrades
 
+from grader.grades import is_pending
+
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 MATHJAX = Path("book") / "_static" / "mathjax" / "tex-svg-full.js"  # the book's copy (scripts/fetch-mathjax.sh)
@@ -29,8 +31,8 @@ class GetGradesPending(GetGrades):
         super()._get_score(cell, resources)
         grade = self.gradebook.find_grade(cell.metadata["nbgrader"]["grade_id"], self.notebook_id,
                                           self.assignment_id, self.student_id)
-        cell.metadata.nbgrader["pending"] = bool(grade.needs_manual_grade)
-        if grade.needs_manual_grade:
+        cell.metadata.nbgrader["pending"] = is_pending(grade)
+        if is_pending(grade):
             pending = resources["nbgrader"].get("pending_points", 0.0)
             resources["nbgrader"]["pending_points"] = pending + float(grade.max_score)
 

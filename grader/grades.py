@@ -50,6 +50,11 @@ class Row:
         return "\n".join(f"{p.name}: {p.comment}" for p in self.parts if p.comment)
 
 
+def is_pending(grade) -> bool:
+    """A part waits for its hand grade: nbgrader flags it and nobody has given it a score yet."""
+    return grade.manual_score is None and (bool(grade.needs_manual_grade) or grade.auto_score is None)
+
+
 def part_order(root: Path, assignment: str) -> list[str]:
     """The grade ids of an assignment in notebook order (the student version's), so parts read as the task does."""
     path = root / "exercises" / assignment / f"{assignment}.ipynb"
@@ -62,7 +67,7 @@ def part_order(root: Path, assignment: str) -> list[str]:
 
 def _parts(submission, order: list[str]) -> tuple[Part, ...]:
     comments = {c.name: (c.comment or "") for nb in submission.notebooks for c in nb.comments}
-    parts = [Part(g.name, g.cell.cell_type == "markdown", None if g.needs_manual_grade else float(g.score),
+    parts = [Part(g.name, g.cell.cell_type == "markdown", None if is_pending(g) else float(g.score),
                   float(g.max_score), comments.get(g.name, "").strip())
              for nb in submission.notebooks for g in nb.grades]
     rank = {name: i for i, name in enumerate(order)}
