@@ -15,7 +15,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-THRESHOLD = 0.5  # a pair above it is flagged: at least half of one side's fingerprints are in the other
+# A pair at or above it is flagged. Measured on mixed_pooling (tests/test_similarity.py): a copy with renamed
+# variables and reordered classes shares 100%; two answers written apart share 11-49% with each other and with
+# the reference (the task dictates the same library calls), so 60% leaves a margin on both sides.
+THRESHOLD = 0.6
 
 
 @dataclass(frozen=True)
