@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nbgrader
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
                                     IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec,
@@ -56,6 +57,10 @@ def configure(c) -> None:
     # Every kernel that runs a submission starts in the sandbox (grader/sandbox.py); SANDBOX=off turns it off.
     c.Autograde.autograde_preprocessors = [SandboxedExecute, TruncateOutputs, IgnorePattern, ClearMetadataPreprocessor,
                                            LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    # ---- the Formgrader typesets math with the course's MathJax (grader/templates/formgrade/mathjax.html.j2; `make lab`
+    #      serves it under /static/), not MathJax 2 from a CDN; nbgrader's own templates stay second in line
+    c.HTMLExporter.extra_template_basedirs = [str(Path(__file__).parent / "templates"), str(
+        Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates")]
     # ---- feedback: what the student sees, without the hidden tests
     c.GenerateFeedback.preprocessors = [GetGradesPending, HideHiddenTests, CSSHTMLHeaderPreprocessor]
 

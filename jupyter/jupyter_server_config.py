@@ -2,6 +2,7 @@
 
 - The Validate button answers summary first (course_lab.py, in place of nbgrader's validate handler).
 - JupyterLab does not ask about fetching "Jupyter news" (lab/settings/overrides.json).
+- The Formgrader's pages load MathJax from here (/static/), not from a CDN.
 - In the student release (which has no grading package), nbgrader's other server extensions (Formgrader,
   Assignment List, Course List) are off: they only answer with errors there. Their menus and panels are turned
   off by labconfig/page_config.json, which `make student-release` writes.
@@ -20,3 +21,5 @@ if not (HERE.parent / "grader").is_dir():
                        for name in ("formgrader", "assignment_list", "course_list")})
 c.ServerApp.jpserver_extensions.update(extensions)
 c.LabApp.app_settings_dir = str(HERE / "lab" / "settings")
+# The Formgrader's MathJax (grader/templates/formgrade/mathjax.html.j2): the book's copy and its settings, at /static/.
+c.ServerApp.extra_static_paths = [str(HERE.parent / "book" / "_static" / "mathjax"), str(HERE / "static")]

@@ -224,3 +224,45 @@ def test_feedback_page_in_a_browser_offline(graded, tmp_path):
     assert typeset >= 5 and not raw_tex, f"{typeset} formulas typeset"
     assert parts[0].startswith("test_mixed_fixed (test):") and parts[0].endswith("2.0 / 2.0")
     assert any(t.startswith("test_stochastic") and t.endswith("0.0 / 3.0") for t in parts)
+
+
+def test_formgrader_pages_load_the_course_mathjax(graded):
+    """The Formgrader renders a submission with the course's settings: MathJax from /static/ (which `make lab`
+    serves from the book's copy), no CDN, no inline MathJax configuration."""
+    import re
+
+    from nbconvert.exporters import HTMLExporter
+    from traitlets.config import Config
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    config.merge(Config({"HTMLExporter": {"template_name": "formgrade"}}))
+    notebook = graded.root / "autograded" / "reference" / "mixed_pooling" / "mixed_pooling.ipynb"
+    resources = {"base_url": "/", "index": 0, "total": 1, "notebook_id": "mixed_pooling", "submission_id": "x"}
+    page, _ = HTMLExporter(config=config).from_filename(str(notebook), resources=resources)
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', page)
+    assert "/static/mathjax-config.js" in scripts and "/static/tex-svg-full.js" in scripts, scripts
+    assert "cdnjs" not in page and "x-mathjax-config" not in page
+    server = {}
+    exec((ROOT / "jupyter" / "jupyter_server_config.py").read_text(),  # what `make lab` loads
+         {"__file__": str(ROOT / "jupyter" / "jupyter_server_config.py"), "get_config": lambda: _Recorder(server)})
+    served = [Path(p) for p in server["ServerApp.extra_static_paths"]]
+    assert any((p / "tex-svg-full.js").is_file() for p in served)
+    assert any((p / "mathjax-config.js").is_file() for p in served)
+
+
+class _Recorder:
+    """A stand-in for traitlets' config object that records `c.Section.name = value` assignments."""
+
+    def __init__(self, store: dict, prefix: str = ""):
+        object.__setattr__(self, "_store", store)
+        object.__setattr__(self, "_prefix", prefix)
+
+    def __getattr__(self, name):
+        return _Recorder(self._store, f"{self._prefix}{name}.")
+
+    def __setattr__(self, name, value):
+        self._store[f"{self._prefix}{name}"] = value
+
+    def update(self, *args, **kwargs):  # c.ServerApp.jpserver_extensions.update(...)
+        pass
