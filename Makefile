@@ -13,7 +13,8 @@ help:
 	@echo "make book                  build the HTML book (sets up .venv and the data on first use) -> _build/html/index.html"
 	@echo "make pdf                   the whole book as one PDF (after the book; Chromium prints it) -> _build/pdf/book.pdf"
 	@echo "make lab                   open JupyterLab on the course"
-	@echo "make validate NB=<file>    run a notebook's tests; exits 1 when one fails"
+	@echo "                           (the first run of either sets up .venv and the data: a few minutes, about 6.5 GB)"
+	@echo "make validate NB=<file>    run a notebook's tests (NB may be its folder): one line per part, first; exits 1 when one fails"
 	@test ! -d grader || echo "make test                  run the whole test suite (same setup); instructors: see book/instructors.md"
 
 # ---- setup: a virtual environment pinned by requirements.txt + constraints.txt; reinstalls only when they change
@@ -42,8 +43,9 @@ book: setup data
 pdf: book
 	$(BIN)/python scripts/book_pdf.py --html _build/html --out _build/pdf/book.pdf
 
+# JUPYTER_CONFIG_PATH: jupyter/ holds the course's JupyterLab settings (Validate summary first, no news prompt).
 lab: setup data
-	$(BIN)/jupyter lab --notebook-dir=. $(LAB_ARGS) $(if $(filter 0,$(shell id -u)),--allow-root)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH)) $(BIN)/jupyter lab --notebook-dir=. $(LAB_ARGS) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf _build .jupyter_cache
@@ -57,8 +59,8 @@ colab-cells: setup
 VALIDATE := $(BIN)/python scripts/validate.py
 .PHONY: validate
 validate: setup data
-	@test -n "$(NB)" || { echo "usage: make validate NB=<notebook.ipynb>"; exit 2; }
-	$(VALIDATE) $(NB)
+	@test -n "$(NB)" || { echo "usage: make validate NB=<notebook.ipynb or its folder>"; exit 2; }
+	@$(VALIDATE) "$(NB)"
 
 #@instructor
 # Everything from here to #@end-instructor is the instructor's: `make student-release` leaves it out.
@@ -92,7 +94,7 @@ bench-course: setup data
 sandbox-tools:
 	@scripts/apt-install.sh bubblewrap
 GRADE := $(BIN)/python -m grader
-# An instructor validating a submission runs the hidden tests too (solutions/) through the grader, sandboxed.
+# An instructor validating a submission grades it as autograde does (hidden tests, sandbox; no gradebook write).
 VALIDATE := $(GRADE) validate
 validate: sandbox-tools
 
@@ -121,13 +123,22 @@ autograde: setup data sandbox-tools
 	$(GRADE) autograde $(ASSIGNMENT) $(if $(JOBS),--jobs $(JOBS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
 		$(if $(filter 1 yes true,$(FORCE)),--force)
 
-# Feedback as HTML: feedback/<student>/<assignment>/<assignment>.html
+# Feedback as HTML: feedback/<student>/<assignment>/<assignment>.html (assignments with nothing graded are skipped)
 feedback: setup
 	$(GRADE) feedback $(ASSIGNMENT)
 
-# One CSV row per student and assignment (default feedback/grades.csv, which git ignores; CSV=path to change).
+# Grades: grades/grades.csv (one row per student and assignment, with its status: final, provisional, missing), or
+# FORMAT=canvas|moodle for grades/<FORMAT>.csv in that LMS's import layout (PROVISIONAL=1 to write partial totals);
+# grades/ is outside feedback/ (handed to students) and git ignores it; CSV=path to write elsewhere.
 grades: setup
-	$(GRADE) export $(or $(CSV),feedback/grades.csv)
+	$(GRADE) export $(CSV) $(if $(FORMAT),--format $(FORMAT)) $(if $(filter 1 yes true,$(PROVISIONAL)),--provisional)
+
+# Pairs of submissions ranked by shared code (copydetect, on this machine; the student version is boilerplate):
+# make similarity ASSIGNMENT=mixed_pooling -> grades/similarity-mixed_pooling.html
+.PHONY: similarity
+similarity: setup
+	@test -n "$(ASSIGNMENT)" || { echo "usage: make similarity ASSIGNMENT=<name>"; exit 2; }
+	$(GRADE) similarity $(ASSIGNMENT)
 
 # Whether the sandbox runs here, its limits and the bubblewrap command line it starts a kernel with.
 sandbox: setup sandbox-tools

@@ -4,9 +4,10 @@
     python -m grader check-exercises           fail if exercises/ is out of date (CI runs this, via tests/)
     python -m grader collect A downloads.zip   unpack a zip of downloads into submitted/<student>/A/ [--map ids.csv]
     python -m grader autograde [A ...]         grade every submission in submitted/, print a score table
-    python -m grader feedback [A ...]          write feedback/<student>/<A>/<A>.html
-    python -m grader export [CSV]              one CSV row per student and assignment (feedback/grades.csv)
-    python -m grader validate NB.ipynb         run a notebook's tests (hidden ones too, for a solution); exit 1 on failure
+    python -m grader feedback [A ...]          write feedback/<student>/<A>/<A>.html (skips what is not graded yet)
+    python -m grader export [--format F] [TO]  grades/grades.csv, or F=canvas|moodle: grades/<F>.csv (LMS import)
+    python -m grader similarity A              rank pairs of submissions by shared code: grades/similarity-A.html
+    python -m grader validate NB.ipynb         grade a notebook as autograde does (hidden tests too); exit 1 on failure
     python -m grader student-release DIR       write the tree a course publishes to its students
     python -m grader sandbox                   check that the sandbox runs here; print its limits and command line
     python -m grader dask-certs DIR            make the Dask grading cluster's TLS certificates (CA and cluster's)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -53,19 +55,41 @@ def _student_validator():
     """scripts/validate.py, the students' self-check: the instructor's validate prints the same report."""
     spec = importlib.util.spec_from_file_location("course_validate", REPO / "scripts" / "validate.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("course_validate", module)  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
+def _assignment_of(notebook: Path, root: Path) -> str | None:
+    """The assignment a notebook is a copy of (its name, or its folder's: submitted/<student>/<a>/), if any."""
+    for name in (notebook.stem, notebook.parent.name):
+        if (root / "solutions" / name / f"{name}.ipynb").is_file():
+            return name
+    return None
+
+
 def validate(notebook: Path, root: Path = REPO) -> int:
-    """Run a notebook's tests, hidden ones included where it has them, with the course's settings and every
-    kernel in the sandbox (a submission is untrusted code); exit status 1 when one fails."""
-    from grader.sandbox import SandboxedValidator
+    """Grade a notebook as `make autograde` does (hidden tests included, in the sandbox, nothing written to the
+    gradebook) and report it part by part, summary first; exit status 1 when a test fails. A notebook of no
+    assignment in solutions/ runs its own (visible) tests, and the report says so."""
+    from grader.worker import Task, grade, source_sha256
 
     course._single_threaded()
     student = _student_validator()
+    assignment = _assignment_of(notebook, root)
     with sandbox_banner():
-        return student.validate(notebook, student.course_config(root), SandboxedValidator)
+        if assignment is None:
+            return student.validate(notebook, student.course_config(root), sandbox.SandboxedValidator,
+                                    note=f"ONLY the visible tests ran: solutions/ has no assignment {notebook.stem}")
+        task = Task(assignment, "validate", {f"{assignment}.ipynb": notebook.read_bytes()},
+                    source_sha256(root, assignment))
+        result = grade(task, root)
+    if not result.ok:
+        print(f"{notebook}: could not be graded: {result.reason}")
+        return 1
+    graded = json.loads(result.notebooks[assignment])
+    return student.report(notebook, student.parts(graded),
+                          note="(hidden tests included: graded as `make autograde` grades it, in the sandbox)")
 
 
 def describe_sandbox() -> int:
@@ -118,8 +142,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="the Dask cluster's certificates (default: DASK_CERTS, else .dask-certs in the course)")
     p.add_argument("--force", action="store_true", help="regrade submissions that have not changed since last time")
     sub.add_parser("feedback").add_argument("assignments", nargs="*")
-    sub.add_parser("export").add_argument("to", nargs="?", default="feedback/grades.csv",
-                                         help="where to write (default: feedback/, which git ignores)")
+    p = sub.add_parser("export")
+    p.add_argument("to", nargs="?", default=None,
+                   help="where to write (default: grades/<format>.csv, which git ignores)")
+    p.add_argument("--format", default="csv", choices=["csv", "canvas", "moodle"], help="the layout (default: csv)")
+    p.add_argument("--provisional", action="store_true",
+                   help="write the LMS layouts although some written answers are not graded by hand yet")
+    sub.add_parser("similarity").add_argument("assignment")
     sub.add_parser("validate").add_argument("notebook", type=Path)
     sub.add_parser("student-release").add_argument("target", type=Path, help="an empty or new folder")
     sub.add_parser("sandbox")
@@ -127,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.command == "validate":
-        notebook = args.notebook.resolve()
+        notebook, problem = _student_validator().find_notebook(args.notebook.resolve())
+        if notebook is None:
+            print(problem)
+            return 2
         course._env(notebook.parent)
         return validate(notebook, root)
     if args.command == "sandbox":
@@ -163,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(not o.ok for o in outcomes) else 0
     if args.command == "feedback":
         return course.feedback(root, args.assignments or None)
+    if args.command == "similarity":
+        from grader.similarity import similarity
+        return similarity(root, args.assignment)
     if args.command == "export":
-        return course.export(root, args.to)
+        return course.export(root, args.to, args.format, args.provisional)
     return 2  # pragma: no cover

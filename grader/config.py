@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import nbgrader
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
-                                    GetGrades, IgnorePattern, LimitOutput, OverwriteKernelspec,
-                                    SaveAutoGrades)
+                                    IgnorePattern, LimitOutput, OverwriteKernelspec, SaveAutoGrades)
 
 from grader.cells import LooseCopies, RestoreCells
+from grader.feedback import GetGradesPending
 from grader.preprocessors import GuardCells, HideHiddenTests, TruncateOutputs
 from grader.sanitize import CapOutputs, InertOutputs
 from grader.sandbox import SandboxedExecute
@@ -59,8 +60,12 @@ def configure(c) -> None:
     c.Autograde.autograde_preprocessors = [SandboxedExecute, TruncateOutputs, IgnorePattern, ClearMetadataPreprocessor,
                                            LimitOutput, CapOutputs, InertOutputs,  # grader/sanitize.py
                                            SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    # ---- the Formgrader typesets math with the course's MathJax (grader/templates/formgrade/mathjax.html.j2; `make lab`
+    #      serves it under /static/), not MathJax 2 from a CDN; nbgrader's own templates stay second in line
+    c.HTMLExporter.extra_template_basedirs = [str(Path(__file__).parent / "templates"), str(
+        Path(nbgrader.__file__).parent / "server_extensions" / "formgrader" / "templates")]
     # ---- feedback: what the student sees, without the hidden tests
-    c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, InertOutputs, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = [GetGradesPending, HideHiddenTests, InertOutputs, CSSHTMLHeaderPreprocessor]
 
     # ---- collecting a zip of downloads: one folder per student, named by the student id, holding the notebook
     #      (e.g. downloaded/mixed_pooling/archive/all.zip -> all/alice/mixed_pooling.ipynb)

@@ -193,37 +193,59 @@ def submissions(root: Path, names: list[str] | None = None) -> list[tuple[str, s
 
 
 def feedback(root: Path, names: list[str] | None = None) -> int:
-    api = _api(root)
+    """Feedback pages for every graded submission (grader/feedback.py); an assignment with nothing graded yet is
+    skipped and said so; the submissions whose written answers wait for a hand grade are listed (provisional)."""
+    from grader import feedback as pages
+
+    api = _api(root, pages.template_settings())
     failures = 0
     for assignment in names or assignments(root):
+        if not pages.graded(root, assignment):
+            print(f"feedback for {assignment}: skipped, nothing graded yet (run `make autograde` first)")
+            continue
         result = api.generate_feedback(assignment, force=True)
         if not result["success"]:
             failures += 1
             print(f"feedback for {assignment}: FAILED: {reason(result)}")
-    pages = list((root / "feedback").glob("*/*/*.html"))
-    _protect(api, pages)
-    print(f"{len(pages)} feedback file(s) in feedback/<student>/<assignment>/")
+    if (root / "feedback").is_dir():
+        pages.bundle_mathjax(root)
+    html = list((root / "feedback").glob("*/*/*.html"))
+    _protect(api, html)
+    _print_pending(api.coursedir.db_url, root, names)
+    print(f"{len(html)} feedback file(s) in feedback/<student>/<assignment>/")
     return 1 if failures else 0
 
 
-def _protect(api, pages: list[Path]) -> None:
+def _protect(api, html: list[Path]) -> None:
     """Every feedback page gets a Content Security Policy: only its template's scripts run (grader.sanitize)."""
     from grader.sanitize import feedback_policy, protect_feedback
 
-    if pages:
+    if html:
         csp = feedback_policy(api.config)
-        for page in pages:
+        for page in html:
             protect_feedback(page, csp)
 
 
-def export(root: Path, to: str = "feedback/grades.csv") -> int:
+def _print_pending(db_url: str, root: Path, names: list[str] | None) -> None:
+    from nbgrader.api import Gradebook
+
+    from grader.grades import describe_pending, read
+
+    with Gradebook(db_url) as gb:
+        pending = describe_pending(read(gb, root, names))
+    if pending:
+        print("provisional (the pages say so; their written answers show as not graded yet):\n" + "\n".join(pending))
+
+
+def export(root: Path, to: str | None = None, fmt: str = "csv", provisional: bool = False) -> int:
+    """Grades through the course's nbgrader export plugins (grader/export.py): ``fmt`` is csv, canvas or moodle;
+    the file goes to grades/ (outside feedback/, which is handed to students) unless ``to`` says otherwise."""
     from nbgrader.apps import ExportApp
 
-    target = root / to  # `to` may be absolute
-    target.parent.mkdir(parents=True, exist_ok=True)
-    status = _run_app(ExportApp, [f"--to={target}", "--log-level=WARN", f"--CourseDirectory.root={root}"])
-    if not status:
-        print(f"grades written to {target}")
-    return status
+    from grader.export import FORMATS
 
-
+    plugin = FORMATS[fmt]
+    target = root / (to or plugin.default_to)  # `to` may be absolute
+    return _run_app(ExportApp, [f"--exporter={plugin.__module__}.{plugin.__name__}", f"--to={target}",
+                                f"--{plugin.__name__}.provisional={provisional}", "--log-level=WARN",
+                                f"--CourseDirectory.root={root}"])

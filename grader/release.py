@@ -23,7 +23,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-LEFT_OUT = ("solutions/", "grader/", "tests/", "benchmarks/", ".ci/")
+LEFT_OUT = ("solutions/", "grader/", "tests/", "benchmarks/", ".ci/", "book/instructors.md")
+# Where the published text cites an instructor-only file (``tests/test_scratch.py``), it names the check instead.
+CITED = re.compile(r"(?<![\w/])(`{0,2})(?:tests|grader|benchmarks)/(\w[\w/.]*\w)\1")
+# Measured: `make setup` + `make data` took 96 s (results/course-benchmark.json, setup_s); .venv is 6.4 GB (du -sh).
+SETUP_NOTE = ("The first `make book` or `make lab` sets everything up: a few minutes (96 s on the course's test "
+              "machine; longer on a slow connection) and about 6.5 GB of disk, mostly PyTorch.")
+NBGRADER_LAB_PLUGINS_OFF = ("assignment-list", "course-list", "create-assignment", "formgrader", "menu")
 INSTRUCTOR_BLOCK = re.compile(r"^#@instructor\n.*?^#@end-instructor\n", re.S | re.M)
 
 STUDENT_CONFIG = '''"""nbgrader's settings for students: the course's time limits for `make validate` and JupyterLab's Validate button.
@@ -37,6 +43,8 @@ c.Execute.interrupt_on_timeout = True
 '''
 
 STUDENT_README = '''# CNN Architectures — a measured course (student edition)
+
+SETUP_NOTE_HERE
 
 ```bash
 make book    # set up everything (virtual env, pinned packages, data) and build the book: _build/html/index.html
@@ -112,6 +120,43 @@ def leaks(tree: Path, secret: set[str]) -> list[str]:
     return found
 
 
+def student_makefile(makefile: str) -> str:
+    """The Makefile without the instructor targets, and without a word of `make test` (the tests are not there)."""
+    text = INSTRUCTOR_BLOCK.sub("", makefile)
+    text = text.replace("`make book` and `make test` set everything up on first use.",
+                        "`make book` and `make lab` set everything up on first use.")
+    return "".join(line for line in text.splitlines(keepends=True) if "make test" not in line)
+
+
+def _student_tree(target: Path) -> None:
+    """What only the student tree has: no instructors' page in the table of contents, no citation of a file it
+    lacks, and JupyterLab without nbgrader's instructor panels (only Validate stays)."""
+    toc = target / "_toc.yml"
+    toc.write_text("".join(line for line in toc.read_text().splitlines(keepends=True)
+                           if line.strip() != "- file: book/instructors"))
+    for path in sorted(p for p in target.rglob("*") if p.suffix in (".md", ".ipynb", ".py") and p.is_file()):
+        text = path.read_text()
+        cited = CITED.sub(lambda m: f"the instructors' test `{Path(m.group(2)).name}`", text)
+        if cited != text:
+            path.write_text(cited)
+    for path in sorted((target / "exercises").glob("*/*.ipynb")):
+        _with_language_info(path)
+    page_config = target / "jupyter" / "labconfig" / "page_config.json"
+    page_config.parent.mkdir(parents=True, exist_ok=True)
+    off = {f"@jupyter/nbgrader:{name}": True for name in NBGRADER_LAB_PLUGINS_OFF}
+    page_config.write_text(json.dumps({"disabledExtensions": off}, indent=2) + "\n")
+
+
+def _with_language_info(path: Path) -> None:
+    """Store the kernel's full language_info (what ipykernel reports in the course's environment): JupyterLab
+    writes it into a notebook when the kernel starts, so a notebook without it opens marked modified."""
+    from ipykernel.ipkernel import IPythonKernel
+
+    nb = json.loads(path.read_text())
+    nb["metadata"]["language_info"] = dict(IPythonKernel.language_info)
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def student_release(root: Path, target: Path) -> int:
     """Write the student release of the course at ``root`` into ``target`` (new, or an empty folder)."""
     if target.exists() and any(target.iterdir()):
@@ -128,9 +173,10 @@ def student_release(root: Path, target: Path) -> int:
     makefile = (root / "Makefile").read_text()
     if "#@instructor" not in makefile:
         raise RuntimeError("the Makefile has no #@instructor block: the release cannot strip the instructor targets")
-    (target / "Makefile").write_text(INSTRUCTOR_BLOCK.sub("", makefile))
+    (target / "Makefile").write_text(student_makefile(makefile))
     (target / "nbgrader_config.py").write_text(STUDENT_CONFIG)
-    (target / "README.md").write_text(STUDENT_README)
+    (target / "README.md").write_text(STUDENT_README.replace("SETUP_NOTE_HERE", SETUP_NOTE))
+    _student_tree(target)
     found = leaks(target, secrets(root))
     if found:
         shutil.rmtree(target)

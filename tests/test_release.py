@@ -180,3 +180,27 @@ def test_student_release_builds_the_book_and_starts_jupyterlab(student_tree, bui
     finally:
         os.killpg(lab.pid, 15)
         lab.wait(timeout=30)
+
+
+def test_student_release_shows_only_what_works_there(student_tree):
+    """No instructors' page, no `make test`, no citation of a file the tree lacks, nbgrader's JupyterLab tools off
+    except Validate, no news prompt, the set-up's time and size said before the first `make lab`, and exercises
+    that carry the kernel's language_info (JupyterLab marks a notebook modified when it has to add it)."""
+    assert not (student_tree / "book" / "instructors.md").exists()
+    assert "instructors" not in (student_tree / "_toc.yml").read_text()
+    assert "make test" not in (student_tree / "Makefile").read_text()
+    cited = [str(p.relative_to(student_tree)) for p in student_tree.rglob("*") if p.suffix in (".md", ".ipynb", ".py")
+             and release.CITED.search(p.read_text())]
+    assert not cited, cited
+    readme = (student_tree / "README.md").read_text()
+    assert readme.index("6.5 GB") < readme.index("make lab     #")  # before the command block
+    page = json.loads((student_tree / "jupyter" / "labconfig" / "page_config.json").read_text())["disabledExtensions"]
+    assert page["@jupyter/nbgrader:formgrader"] and page["@jupyter/nbgrader:assignment-list"]
+    assert "@jupyter/nbgrader:validate-assignment" not in page
+    server = (student_tree / "jupyter" / "jupyter_server_config.py").read_text()
+    assert '"course_lab": True' in server and "formgrader" in server
+    news = json.loads((student_tree / "jupyter" / "lab" / "settings" / "overrides.json").read_text())
+    assert news["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "false"
+    for a in ASSIGNMENTS:
+        info = json.loads((student_tree / "exercises" / a / f"{a}.ipynb").read_text())["metadata"]["language_info"]
+        assert info["mimetype"] == "text/x-python" and info["version"] == sys.version.split()[0]
