@@ -48,7 +48,7 @@ from lib.experiments._resume import fit_resumable
 from lib.models.blocks import SqueezeExcitation
 from lib.models.efficientnet import EfficientNet, MBConvStage
 from lib.stats import difference
-from lib.train import evaluate, save_checkpoint, seed_everything
+from lib.train import save_checkpoint, seed_everything
 
 # expand ratio, depthwise kernel, stride, channels in -> out, blocks; after B0's stride-2 stem: 14 -> 14 -> 7 -> 7
 TINY_STAGES: tuple[MBConvStage, ...] = (

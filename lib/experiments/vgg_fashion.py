@@ -34,6 +34,7 @@ from torch import nn
 
 from lib.data import CLASSES, fashion_mnist_loaders
 from lib.experiments._resume import fit_resumable
+from lib.models.base import init_weights, normal
 from lib.models.vgg import VGG
 from lib.train import evaluate, save_checkpoint, seed_everything
 
@@ -73,10 +74,7 @@ def build_live(head: str, config: tuple[int | str, ...] = LIVE["config"]) -> VGG
         model.classifier = nn.Linear(channels, 10)                        # GAP, no dropout
     elif head != "gap_dropout":
         raise ValueError(f"head must be 'flatten', 'gap' or 'gap_dropout', got {head!r}")
-    for m in model.classifier.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+    init_weights(model.classifier, {nn.Linear: normal(0.01)})
     return model
 
 
