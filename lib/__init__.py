@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["data", "scratch", "train", "plot", "models", "analysis", "checks"]
+__all__ = ["data", "scratch", "train", "plot", "models", "analysis", "checks", "counting", "records", "stats",
+           "gradients", "leaderboard", "book", "transfer", "experiments"]
 
 
 def __getattr__(name: str):

@@ -50,10 +50,7 @@ continues with the runs still missing (the folder is removed at the end). One to
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -62,7 +59,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lib import data, train, transfer
+from lib.experiments import _runner as runner
+from lib.experiments._runner import Part, config_key
 from lib.models import build
+from lib.records import code_state, load
 
 MODEL, MODEL_KWARGS = "resnet20", {"in_channels": 1, "num_classes": len(transfer.TARGET_CLASSES)}
 LRS = (3e-4, 1e-3, 3e-3, 1e-2)  # half-decades around Adam's usual 1e-3
@@ -199,35 +199,44 @@ def _epochs(history: train.History) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # The run: tuning on seed TUNE_SEED, then the chosen rates on SEEDS; every run kept as a part
 # ---------------------------------------------------------------------------------------------
-def _key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def _slug(method: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in method).strip("-")
 
 
 class Parts:
-    """Finished runs, one JSON file each, named by stage, method, learning rate, seed and configuration."""
+    """Finished runs, kept by ``lib.experiments._runner`` one JSON file each, named by stage, method, learning
+    rate, seed and the configuration's hash."""
 
     def __init__(self, folder: Path, cfg: dict, commit: str):
-        self.folder, self.key, self.commit = folder, _key(cfg), commit
+        self.folder, self.config_key, self.commit = folder, config_key(cfg), commit
         folder.mkdir(parents=True, exist_ok=True)
 
+    def key(self, stage: str, method: str, lr: float, seed: int) -> str:
+        return f"{stage}-{_slug(method)}-lr{lr:g}-seed{seed}-{self.config_key}"
+
     def path(self, stage: str, method: str, lr: float, seed: int) -> Path:
-        return self.folder / f"{stage}-{_slug(method)}-lr{lr:g}-seed{seed}-{self.key}.json"
+        return self.folder / f"{self.key(stage, method, lr, seed)}.json"
 
     def get(self, stage: str, method: str, lr: float, seed: int) -> dict | None:
-        path = self.path(stage, method, lr, seed)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return runner.finished(self.folder, self.key(stage, method, lr, seed))
 
     def put(self, stage: str, method: str, lr: float, seed: int, result: dict) -> dict:
         result = {"stage": stage, "method": method, "lr": lr, "seed": seed, **result, "trained_at_commit": self.commit}
-        path = self.path(stage, method, lr, seed)
-        tmp = path.with_suffix(".part")
-        tmp.write_text(json.dumps(result))
-        tmp.replace(path)
-        return result
+        return runner.keep(self.folder, self.key(stage, method, lr, seed), result)
+
+
+def _network_part(stage: str, method: str, lr: float, seed: int, common: dict) -> dict:
+    return {"stage": stage, "method": method, "lr": lr, "seed": seed,
+            **_network_run(method, lr, seed, final=stage == "final", **common)}
+
+
+def _networks(stage: str, todo: list[tuple[str, float, int]], parts: Parts, common: dict) -> list[dict]:
+    """The network runs ``todo`` (method, lr, seed), one after another in this process (they share the data
+    and the backbone), as parts of ``lib.experiments._runner``."""
+    return runner.run_parts("transfer_methods", [
+        Part(parts.key(stage, m, lr, seed), _network_part, (stage, m, lr, seed, common), resumable=False,
+             threads=None, label=f"{stage} {m} lr {lr:g} seed {seed}") for m, lr, seed in todo],
+        parts.folder.parent, workers=1)
 
 
 def _network_run(method: str, lr: float, seed: int, *, final: bool, cfg: dict, splits: data.Splits,
@@ -319,8 +328,6 @@ def _chosen(tuning: list[dict], method: str, lrs: list[float]) -> dict:
 
 
 def run(*, quick: bool, out_dir: Path) -> dict:
-    from lib.experiments import code_state, load
-
     cfg = QUICK if quick else FULL
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -338,26 +345,17 @@ def _run(cfg: dict, parts: Parts, load) -> dict:
     common = dict(cfg=cfg, splits=splits, sets=sets, backbone=backbone)
     lrs, s0 = cfg["lrs"], cfg["tune_seed"]
 
-    def network(stage: str, method: str, lr: float, seed: int) -> dict:
-        done = parts.get(stage, method, lr, seed)
-        if done is None:
-            done = parts.put(stage, method, lr, seed, _network_run(method, lr, seed, final=stage == "final", **common))
-            acc = "diverged" if done.get("val_acc") is None else f"val {done['val_acc']:.3f}"
-            test = f", test {done['test_acc']:.3f}" if "test_acc" in done else ""
-            print(f"  {method} lr {lr:g} seed {seed}: {acc}{test} ({done.get('train_seconds', 0):.0f} s)", flush=True)
-        return done
-
     print(f"tuning on seed {s0}: {len(lrs)} learning rates per method", flush=True)
     tuning = _probe_runs([(v, lr) for v in PROBE_VARIANTS for lr in lrs], s0, final=False, parts=parts, **common)
-    tuning += [network("tune", m, lr, s0) for m in NETWORKS for lr in lrs]
+    tuning += _networks("tune", [(m, lr, s0) for m in NETWORKS for lr in lrs], parts, common)
     chosen = {m: _chosen(tuning, m, lrs) for m in (*NETWORKS, *PROBE_VARIANTS)}
 
     print(f"final runs on seeds {cfg['seeds']} at the chosen rates", flush=True)
     runs = []
     for seed in cfg["seeds"]:
         runs += _probe_runs([(v, chosen[v]["lr"]) for v in PROBE_VARIANTS], seed, final=True, parts=parts, **common)
-        runs += [network("final", m, chosen[m]["lr"], seed) for m in NETWORKS]
-    shutil.rmtree(parts.folder)
+        runs += _networks("final", [(m, chosen[m]["lr"], seed) for m in NETWORKS], parts, common)
+    runner.remove_parts("transfer_methods", parts.folder.parent)
 
     names = {m: PROBES.get(m, m) for m in METHODS}  # the two headline probes are variants by another name
     net_steps = [r["train_seconds"] / r["steps"] for r in runs if r["method"] == "fine-tuning"]

@@ -24,16 +24,15 @@ the record's provenance. ``--quick`` trains on 512 images for one epoch and two 
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lib.data import CLASSES, fashion_mnist_loaders
+from lib.experiments import _runner as runner
 from lib.experiments._resume import fit_resumable
+from lib.experiments._runner import Part, config_key
 from lib.models.base import init_weights, normal
 from lib.models.vgg import VGG
 from lib.train import evaluate, save_checkpoint, seed_everything
@@ -83,10 +82,6 @@ def build(cfg: dict) -> VGG:
     return build_live(cfg["head"], tuple(cfg["config"]))
 
 
-def _key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=list).encode()).hexdigest()[:12]
-
-
 def _per_class(model: nn.Module, loader) -> tuple[list[int], list[int]]:
     """Correct and total test images per class (in CLASSES order)."""
     model.eval()
@@ -133,22 +128,14 @@ def train_one(part: str, head: str, seed: int, cfg: dict, *, state_path: Path, o
     return result
 
 
-def _run_part(part: str, head: str, seed: int, cfg: dict, parts: Path, out_dir: Path) -> dict:
-    path = parts / f"{part}-{head}-seed{seed}-{_key(cfg)}.json"
-    needs_checkpoint = part == "full" and seed == cfg["checkpoint_seed"]
-    if path.is_file() and not (needs_checkpoint and not (out_dir / CHECKPOINT).is_file()):
-        print(f"{part} {head} seed {seed}: finished earlier ({path.name})", flush=True)
-        return json.loads(path.read_text())
-    state = path.with_suffix(".state.pt")
-    r = train_one(part, head, seed, cfg, state_path=state, out_dir=out_dir)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(r))
-    tmp.replace(path)
-    state.unlink(missing_ok=True)
-    test = f", test acc {r['test_accuracy']:.4f}" if "test_accuracy" in r else ""
-    print(f"{part} {head} seed {seed}: val acc {r['val_accuracy']:.4f}{test}, {r['train_seconds']:.0f} s "
-          f"({r['images_per_s']:.0f} images/s)", flush=True)
-    return r
+def _part(part: str, head: str, seed: int, cfg: dict, out_dir: Path) -> Part:
+    checkpoint = out_dir / CHECKPOINT if part == "full" and seed == cfg["checkpoint_seed"] else None
+    return Part(f"{part}-{head}-seed{seed}-{config_key(cfg)}", _train_part, (part, head, seed, cfg, out_dir),
+                label=f"{part} {head} seed {seed}", artifact=checkpoint, threads=None)
+
+
+def _train_part(part: str, head: str, seed: int, cfg: dict, out_dir: Path, *, state_path: Path) -> dict:
+    return train_one(part, head, seed, cfg, state_path=state_path, out_dir=out_dir)
 
 
 def _plain(cfg: dict) -> dict:
@@ -158,11 +145,11 @@ def _plain(cfg: dict) -> dict:
 def run(*, quick: bool, out_dir: Path) -> dict:
     cfg, live = (QUICK, LIVE_QUICK) if quick else (FULL, LIVE)
     out_dir = Path(out_dir)
-    parts = out_dir / "vgg_fashion.parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    full_runs = [_run_part("full", cfg["head"], s, cfg, parts, out_dir) for s in cfg["seeds"]]
-    head_runs = [_run_part("heads", h, s, live, parts, out_dir) for h in live["heads"] for s in live["seeds"]]
-    shutil.rmtree(parts)
+    done = runner.run_parts("vgg_fashion", [_part("full", cfg["head"], s, cfg, out_dir) for s in cfg["seeds"]]
+                            + [_part("heads", h, s, live, out_dir) for h in live["heads"] for s in live["seeds"]],
+                            out_dir, workers=1)
+    full_runs, head_runs = done[:len(cfg["seeds"])], done[len(cfg["seeds"]):]
+    runner.remove_parts("vgg_fashion", out_dir)
     kept = next(r for r in full_runs if r["seed"] == cfg["checkpoint_seed"])
     return {
         "config": _plain(cfg),

@@ -57,12 +57,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lib.data import MEAN, STD
+from lib.counting import count_macs, count_params
+from lib.data import BACKGROUND
 from lib.models.blocks import LayerNorm2d
 from lib.models.base import ImageClassifier, init_weights, kaiming_fan_out, norm_identity
 
 PAD_TO = 32
-BACKGROUND = (0.0 - MEAN) / STD  # a black pixel after lib.data's normalisation
 
 
 @dataclass(frozen=True)
@@ -280,8 +280,6 @@ def roadmap_net(step: str | RoadmapConfig, *, num_classes: int = 10, in_channels
 def roadmap_table(steps: Sequence[str] = tuple(ROADMAP), input_size=(1, 1, 28, 28)):
     """One row per step: what changed, parameters and MACs (counted by lib.analysis), the paper's top-1."""
     import pandas as pd
-
-    from lib.analysis import count_macs, count_params
 
     rows, previous = [], None
     for step in steps:
