@@ -30,6 +30,28 @@ import torch
 from lib.records import code_state, write_json
 
 
+class Config(Mapping):
+    """The base of an experiment's configuration: a frozen dataclass (nanoGPT's ``GPTConfig``), with its fields
+    named, typed and commented, and a variant made by ``dataclasses.replace(FULL, seeds=(0, 1))``. It reads as
+    a mapping too (``cfg["lr"]``, ``dict(cfg)``), so that the records written from it and the chapters that
+    read them keep their plain JSON ``config``; :func:`config_key` hashes all of it."""
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self):
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+    def plain(self) -> dict[str, Any]:
+        """The configuration as JSON data (tuples as lists), as records hold it."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.items()}
+
+
 def config_key(cfg: Mapping[str, Any] | Any) -> str:
     """12 hex digits of the sha1 of the whole configuration (a dict or a dataclass), tuples as lists."""
     data = asdict(cfg) if is_dataclass(cfg) else dict(cfg)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -37,14 +38,34 @@ from lib.analysis import count_macs, count_params
 from lib.data import fashion_mnist_loaders
 from lib.experiments import _runner as runner
 from lib.experiments._resume import fit_resumable
-from lib.experiments._runner import Part, config_key
+from lib.experiments._runner import Config, Part, config_key
 from lib.models.roadmap import CHANGES, PAPER_TOP1, ROADMAP, changed_fields, roadmap_net
 from lib.train import evaluate, seed_everything
 
-FULL = {"steps": tuple(ROADMAP), "seeds": (0, 1, 2), "train_subset": 5_000, "val_subset": None, "epochs": 2,
-        "batch_size": 64, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "warmup_fraction": 0.05,
-        "schedule": "cosine", "augment": False, "data_seed": 0}
-QUICK = {**FULL, "seeds": (0, 1), "train_subset": 256, "val_subset": 256, "epochs": 1, "batch_size": 64}
+@dataclass(frozen=True)
+class Recipe(Config):
+    """The one recipe every network of the roadmap (and of ``linear_bottleneck``) trains with."""
+    seeds: tuple[int, ...] = (0, 1, 2)   # initial weights and batch order; the images stay the same
+    train_subset: int = 5_000            # training images (a fixed draw, data_seed)
+    val_subset: int | None = None        # validation images (None: all 5,000 of the split)
+    epochs: int = 2
+    batch_size: int = 64
+    optimizer: str = "adamw"             # the paper's
+    lr: float = 2e-3
+    weight_decay: float = 0.05           # the paper's
+    warmup_fraction: float = 0.05        # linear warm-up over the first 5% of the steps, then ...
+    schedule: str = "cosine"             # ... a cosine decay to zero
+    augment: bool = False
+    data_seed: int = 0
+
+
+@dataclass(frozen=True)
+class RoadmapRun(Recipe):
+    steps: tuple[str, ...] = tuple(ROADMAP)  # the networks, in the roadmap's order
+
+
+FULL = RoadmapRun()
+QUICK = replace(FULL, seeds=(0, 1), train_subset=256, val_subset=256, epochs=1)
 
 Train = Callable[..., dict]
 
@@ -112,7 +133,7 @@ def run(*, quick: bool, out_dir: Path) -> dict:
     cfg = QUICK if quick else FULL
     runs = run_parts("convnext_roadmap", train_step, cfg["steps"], cfg, out_dir)
     steps = list(cfg["steps"])
-    return {"config": {**cfg, "steps": steps, "seeds": list(cfg["seeds"])},
+    return {"config": cfg.plain(),
             "workers": runner.default_workers(),
             "threads_per_worker": 1,
             "steps": [{"step": s, "change": CHANGES[s], "paper_top1": PAPER_TOP1[s],

@@ -29,6 +29,7 @@ on 256 images for one epoch and one seed.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,16 +38,35 @@ from torch import nn
 from lib.data import fashion_mnist_loaders
 from lib.experiments import _runner as runner
 from lib.experiments._resume import fit_resumable
-from lib.experiments._runner import Part, config_key
+from lib.experiments._runner import Config, Part, config_key
 from lib.models.plain import plain_cifar, resnet_cifar
 from lib.train import evaluate, seed_everything
 
-FULL = {"depths": (20, 56), "seeds": (0, 1, 2), "train_subset": 20_000, "val_subset": 1_000, "test_subset": None,
-        "epochs": 6, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4,
-        "optimizer": "momentum", "optimizer_text": "SGD, momentum 0.9 (He et al. 2015)",
-        "warmup_steps": 125, "warmup_from_lr": 0.01, "warmup": "linear", "schedule": "cosine", "data_seed": 0}
-QUICK = {**FULL, "depths": (8, 14), "seeds": (0, 1), "train_subset": 256, "val_subset": 128, "test_subset": 256,
-         "epochs": 1, "batch_size": 64, "warmup_steps": 2}
+
+
+@dataclass(frozen=True)
+class DegradationRun(Config):
+    depths: tuple[int, ...] = (20, 56)        # plain-d and ResNet-d for each d
+    seeds: tuple[int, ...] = (0, 1, 2)        # initial weights and batch order; the images stay the same
+    train_subset: int | None = 20_000
+    val_subset: int | None = 1_000
+    test_subset: int | None = None            # None: all 10,000 test images
+    epochs: int = 6
+    batch_size: int = 128                     # the paper's
+    lr: float = 0.1                           # the paper's, after the warm-up
+    weight_decay: float = 1e-4                # the paper's
+    optimizer: str = "momentum"
+    optimizer_text: str = "SGD, momentum 0.9 (He et al. 2015)"
+    warmup_steps: int = 125                   # about two epochs, linear ...
+    warmup_from_lr: float = 0.01              # ... from a tenth of the rate (lib.train's warm-up)
+    warmup: str = "linear"
+    schedule: str = "cosine"
+    data_seed: int = 0
+
+
+FULL = DegradationRun()
+QUICK = replace(FULL, depths=(8, 14), seeds=(0, 1), train_subset=256, val_subset=128, test_subset=256, epochs=1,
+                batch_size=64, warmup_steps=2)
 
 
 class RecordingCrossEntropy(nn.CrossEntropyLoss):
@@ -129,5 +149,5 @@ def run_config(cfg: dict, out_dir: Path, *, parts_name: str) -> dict:
     runner.remove_parts(name, out_dir)
     workers = runner.default_workers()
     runs = sorted(done, key=lambda r: (r["depth"], r["kind"], r["seed"]))  # plain-20 seeds, resnet-20 seeds, ...
-    return {"config": {**cfg, "depths": list(cfg["depths"]), "seeds": list(cfg["seeds"])}, "workers": workers,
+    return {"config": cfg.plain(), "workers": workers,
             "threads_per_worker": 1, "runs": runs}

@@ -30,6 +30,7 @@ under ``<out_dir>/pooling_shift.parts/`` until the end, so an interrupted run re
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,18 +41,35 @@ from torch.utils.data import DataLoader, TensorDataset
 from lib.analysis import count_macs, count_params
 from lib.data import BACKGROUND, fashion_mnist
 from lib.experiments import _runner as runner
-from lib.experiments._runner import Part, config_key
+from lib.experiments._runner import Config, Part, config_key
 from lib.models.simple import SimpleCNN
 from lib.train import evaluate, fit, seed_everything
 
 VARIANTS = ("max", "avg", "strided conv", "max + blur", "max (flatten head)")
 PAD = 4                          # canvas margin on each side: 28 -> 36, and the largest lossless shift
 
-FULL = {"variants": VARIANTS, "seeds": (0, 1, 2), "lrs": (1e-3, 3e-3, 1e-2), "train_subset": 12_000,
-        "val_subset": None, "test_subset": None, "epochs": 3, "batch_size": 64, "optimizer": "adam",
-        "schedule": "cosine", "width": 16, "pad": PAD, "shifts": (0, 1, 2, 3, 4), "data_seed": 0}
-QUICK = {**FULL, "seeds": (0, 1), "lrs": (1e-3, 3e-3), "train_subset": 256, "val_subset": 256,
-         "test_subset": 512, "epochs": 1}
+
+
+@dataclass(frozen=True)
+class ShiftRun(Config):
+    variants: tuple[str, ...] = VARIANTS
+    seeds: tuple[int, ...] = (0, 1, 2)           # initial weights and batch order; the images stay the same
+    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # the grid every variant is tuned on (mean validation accuracy)
+    train_subset: int | None = 12_000
+    val_subset: int | None = None                # None: all 5,000 validation images
+    test_subset: int | None = None               # None: all 10,000 test images
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    schedule: str = "cosine"
+    width: int = 16                              # SimpleCNN's base width
+    pad: int = PAD
+    shifts: tuple[int, ...] = (0, 1, 2, 3, 4)    # diagonal shifts of the test images, in pixels
+    data_seed: int = 0
+
+
+FULL = ShiftRun()
+QUICK = replace(FULL, seeds=(0, 1), lrs=(1e-3, 3e-3), train_subset=256, val_subset=256, test_subset=512, epochs=1)
 
 
 class BlurPool2d(nn.Module):
@@ -227,7 +245,6 @@ def run(*, quick: bool, out_dir: Path) -> dict:
     runs = [t | {"val_accuracy": train_by[(t["variant"], t["lr"], t["seed"])]["val_accuracy"],
                  "steps": train_by[(t["variant"], t["lr"], t["seed"])]["steps"]} for t in tests]
     runner.remove_parts("pooling_shift", out_dir)
-    return {"config": {**cfg, "variants": list(cfg["variants"]), "seeds": list(cfg["seeds"]), "lrs": list(cfg["lrs"]),
-                       "shifts": list(cfg["shifts"]), "canvas": size, "background": BACKGROUND},
+    return {"config": {**cfg.plain(), "canvas": size, "background": BACKGROUND},
             "workers": workers, "threads_per_worker": 1, "networks": networks, "chosen_lr": chosen,
             "grid": grid, "runs": runs, "artifacts": ["pooling_shift.pt"]}

@@ -52,6 +52,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -60,17 +61,34 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lib import data, train, transfer
 from lib.experiments import _runner as runner
-from lib.experiments._runner import Part, config_key
+from lib.experiments._runner import Config, Part, config_key
 from lib.models import build
 from lib.records import code_state, load
 
 MODEL, MODEL_KWARGS = "resnet20", {"in_channels": 1, "num_classes": len(transfer.TARGET_CLASSES)}
 LRS = (3e-4, 1e-3, 3e-3, 1e-2)  # half-decades around Adam's usual 1e-3
 DECAY, EPOCHS, BATCH_SIZE, TUNE_SEED, SEEDS = 0.3, 35, 32, 0, (1, 2, 3)  # 35 epochs: 560 steps, 5 phases of 7
-FULL = {"labels_per_class": 100, "val_per_class": 100, "test_per_class": None, "batch_size": BATCH_SIZE,
-        "epochs": EPOCHS, "lrs": list(LRS), "decay": DECAY, "tune_seed": TUNE_SEED, "seeds": list(SEEDS),
-        "optimizer": "adam", "weight_decay": 0.0, "schedule": "cosine", "data_seed": 0}
-QUICK = {**FULL, "labels_per_class": 16, "val_per_class": 8, "test_per_class": 40, "epochs": 5, "seeds": [1, 2]}
+
+
+@dataclass(frozen=True)
+class MethodsRun(Config):
+    labels_per_class: int = 100            # the labelled training images of each target class (a draw per seed)
+    val_per_class: int | None = 100        # the target task's validation split
+    test_per_class: int | None = None      # None: all 1,000 test images of each target class
+    batch_size: int = BATCH_SIZE
+    epochs: int = EPOCHS                   # equal optimizer steps for every method
+    lrs: tuple[float, ...] = LRS           # the grid every method is tuned on
+    decay: float = DECAY                   # discriminative rates: each earlier stage this much slower
+    tune_seed: int = TUNE_SEED
+    seeds: tuple[int, ...] = SEEDS
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    data_seed: int = 0
+
+
+FULL = MethodsRun()
+QUICK = replace(FULL, labels_per_class=16, val_per_class=8, test_per_class=40, epochs=5, seeds=(1, 2))
 
 NETWORKS = ("from scratch", "fine-tuning", "discriminative LRs", "gradual unfreezing")
 PROBE_VARIANTS = {f"probe: {b} backbone, {bn} BN, {f} features": (b, bn, f)
@@ -360,7 +378,7 @@ def _run(cfg: dict, parts: Parts, load) -> dict:
     names = {m: PROBES.get(m, m) for m in METHODS}  # the two headline probes are variants by another name
     net_steps = [r["train_seconds"] / r["steps"] for r in runs if r["method"] == "fine-tuning"]
     return {
-        "config": cfg,
+        "config": dict(cfg),  # tuples are written as lists
         "target": {"classes": list(transfer.TARGET_CLASSES),
                    "class_names": [data.CLASSES[c] for c in transfer.TARGET_CLASSES],
                    "train_images": len(training_draw(cfg, splits, s0)), "val_images": len(sets["val"]),

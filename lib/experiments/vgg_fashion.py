@@ -24,6 +24,7 @@ the record's provenance. ``--quick`` trains on 512 images for one epoch and two 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from torch import nn
 from lib.data import CLASSES, fashion_mnist_loaders
 from lib.experiments import _runner as runner
 from lib.experiments._resume import fit_resumable
-from lib.experiments._runner import Part, config_key
+from lib.experiments._runner import Config, Part, config_key
 from lib.models.base import init_weights, normal
 from lib.models.vgg import VGG
 from lib.train import evaluate, save_checkpoint, seed_everything
@@ -40,12 +41,34 @@ from lib.train import evaluate, save_checkpoint, seed_everything
 # Two 3x3 convolutions per stage, as VGG's deeper columns; 28 -> 14 -> 7 (small_input drops the last pooling).
 CONFIG: tuple[int | str, ...] = (32, 32, "M", 64, 64, "M", 128, 128, "M")
 
-FULL = {"config": CONFIG, "batch_norm": True, "head": "gap_dropout", "train_subset": None, "val_subset": None,
-        "test_subset": None, "augment": True, "epochs": 5, "batch_size": 128, "optimizer": "adam", "lr": 2e-3,
-        "weight_decay": 0.0, "schedule": "cosine", "data_seed": 0, "seeds": (0, 1, 2), "checkpoint_seed": 0}
-QUICK = {**FULL, "train_subset": 512, "val_subset": 256, "test_subset": 256, "epochs": 1, "seeds": (0, 1)}
 
-# The chapter's live network and budget (the chapter imports this): half the width of CONFIG, 20,000 images.
+
+@dataclass(frozen=True)
+class FullRun(Config):
+    """Part 1: the wider network on all 55,000 training images, tested."""
+    config: tuple[int | str, ...] = CONFIG
+    batch_norm: bool = True
+    head: str = "gap_dropout"              # lib's small-input head
+    train_subset: int | None = None        # None: all 55,000
+    val_subset: int | None = None
+    test_subset: int | None = None
+    augment: bool = True                   # random flip, shift of up to 2 pixels
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    data_seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    checkpoint_seed: int = 0               # whose weights are kept as vgg_fashion.pt
+
+
+FULL = FullRun()
+QUICK = replace(FULL, train_subset=512, val_subset=256, test_subset=256, epochs=1, seeds=(0, 1))
+
+# The chapter's live network and budget (the chapter imports this): half the width of CONFIG, 20,000 images. A
+# plain dict: the chapter reads it as one and compares it with the record's JSON.
 LIVE = {"config": (16, 16, "M", 32, 32, "M", 64, 64, "M"), "batch_norm": True, "heads": ("flatten", "gap", "gap_dropout"),
         "train_subset": 20_000, "val_subset": None, "augment": False, "epochs": 3, "batch_size": 64,
         "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "schedule": "cosine", "data_seed": 0,
@@ -147,12 +170,12 @@ def run(*, quick: bool, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     done = runner.run_parts("vgg_fashion", [_part("full", cfg["head"], s, cfg, out_dir) for s in cfg["seeds"]]
                             + [_part("heads", h, s, live, out_dir) for h in live["heads"] for s in live["seeds"]],
-                            out_dir, workers=1)
+                            out_dir, workers=1)  # one after another, each with all the threads, as the record was made
     full_runs, head_runs = done[:len(cfg["seeds"])], done[len(cfg["seeds"]):]
     runner.remove_parts("vgg_fashion", out_dir)
     kept = next(r for r in full_runs if r["seed"] == cfg["checkpoint_seed"])
     return {
-        "config": _plain(cfg),
+        "config": cfg.plain(),
         "runs": full_runs,
         "params": kept["params"], "train_images": kept["train_images"], "test_images": kept["test_images"],
         "checkpoint": CHECKPOINT, "checkpoint_seed": cfg["checkpoint_seed"],

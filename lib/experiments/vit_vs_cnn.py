@@ -32,6 +32,7 @@ for 20 steps on 256 and 512 images with two seeds and a two-value grid.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -41,28 +42,34 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from lib import analysis
 from lib.data import fashion_mnist_loaders
 from lib.experiments import _runner as runner
-from lib.experiments._runner import Part, config_key
+from lib.experiments._runner import Config, Part, config_key
 from lib.models import build
 from lib.train import TrainState, evaluate, fit, make_optimizer, make_scheduler, save_checkpoint, seed_everything
 
 MODELS = {"vit_tiny_28": ("ViT (vit_tiny_28)", {}), "simple_cnn": ("CNN (simple_cnn, width 32)", {"width": 32})}
-FULL = {
-    "sizes": (1_000, 4_000, 16_000, 55_000),   # nested random subsets of the 55,000 training images
-    "seeds": (0, 1, 2),
-    "steps": 1_200,                            # optimiser steps of every run, whatever the size
-    "log_every": 100,                          # running training loss and accuracy every 100 steps (and a saved state)
-    "batch_size": 64,
-    "optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine",
-    "warmup_steps": 120,                       # linear warm-up from lr/10 over the first 10% of the steps
-    "lr_grid": (3e-4, 1e-3, 3e-3),             # the same three rates for both models
-    "tune_size": 4_000, "tune_seed": 0,        # where the rate is chosen, by validation accuracy
-    "val_subset": None,                        # the whole 5,000-image validation split
-    "test_subset": None,                       # all 10,000 test images
-    "train_eval_images": 5_000,                # eval-mode training accuracy on the first min(n, 5,000) training images
-    "data_seed": 0,                            # the subsets and the split (fixed); seeds change only init and order
-}
-QUICK = {**FULL, "sizes": (256, 512), "seeds": (0, 1), "steps": 20, "log_every": 10, "warmup_steps": 2,
-         "lr_grid": (1e-3, 3e-3), "tune_size": 256, "val_subset": 500, "test_subset": 500, "train_eval_images": 256}
+@dataclass(frozen=True)
+class SweepRun(Config):
+    sizes: tuple[int, ...] = (1_000, 4_000, 16_000, 55_000)  # nested random subsets of the 55,000 training images
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 1_200                          # optimiser steps of every run, whatever the size
+    log_every: int = 100                        # running training loss and accuracy every 100 steps (and a saved state)
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    weight_decay: float = 0.05
+    schedule: str = "cosine"
+    warmup_steps: int = 120                     # linear warm-up from lr/10 over the first 10% of the steps
+    lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # the same three rates for both models
+    tune_size: int = 4_000                      # where the rate is chosen, by validation accuracy
+    tune_seed: int = 0
+    val_subset: int | None = None               # the whole 5,000-image validation split
+    test_subset: int | None = None              # all 10,000 test images
+    train_eval_images: int = 5_000              # eval-mode training accuracy on the first min(n, 5,000) training images
+    data_seed: int = 0                          # the subsets and the split (fixed); seeds change only init and order
+
+
+FULL = SweepRun()
+QUICK = replace(FULL, sizes=(256, 512), seeds=(0, 1), steps=20, log_every=10, warmup_steps=2, lr_grid=(1e-3, 3e-3),
+                tune_size=256, val_subset=500, test_subset=500, train_eval_images=256)
 CHECKPOINT = "vit_tiny_fmnist.pt"
 
 
@@ -202,8 +209,7 @@ def run(*, quick: bool, out_dir: Path) -> dict:
     runs = sorted(runs, key=lambda r: (r["train_images"], list(MODELS).index(r["arch"]), r["seed"]))
     tuning = [{k: r[k] for k in ("model", "arch", "lr", "train_acc", "val_acc", "test_acc", "train_seconds")}
               for r in sorted(tuning, key=lambda r: (list(MODELS).index(r["arch"]), r["lr"]))]
-    listed = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
-    return {"config": listed, "models": {arch: label for arch, (label, _) in MODELS.items()},
+    return {"config": cfg.plain(), "models": {arch: label for arch, (label, _) in MODELS.items()},
             "tuning": tuning, "chosen_lr": chosen, "runs": runs, "test_images": runs[0]["test_images"],
             "val_images": runs[0]["val_images"], "workers": workers, "threads_per_worker": 1,
             "checkpoint": CHECKPOINT, "artifacts": [CHECKPOINT]}
