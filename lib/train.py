@@ -173,6 +173,37 @@ def make_scheduler(opt: torch.optim.Optimizer, total_steps: int, *, schedule: st
         step, total_steps, schedule=schedule, warmup_steps=warmup_steps, warmup_factor=warmup_factor, warmup=warmup))
 
 
+def _train_epoch(model: nn.Module, batches, opt: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LRScheduler | None, loss_fn: nn.Module, device: torch.device, *,
+                 epoch: int, lr: float) -> dict[str, float]:
+    """One pass over ``batches`` in train mode, the scheduler stepped after every optimizer step: the epoch's row."""
+    model.train()
+    start = time.perf_counter()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch}: lower the "
+                                     f"learning rate (lr={lr}) or check the inputs for NaN/inf")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    seconds = time.perf_counter() - start
+    if seen == 0:
+        raise ValueError("fit got an empty training loader: check the dataset and the subset size")
+    return {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
+            "seconds": seconds, "train_images": seen, "images_per_s": seen / seconds}
+
+
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None, *, epochs: int = 1,
         lr: float = 1e-3, optimizer: str | torch.optim.Optimizer = "adam", weight_decay: float = 0.0,
         schedule: str | None = None, warmup_steps: int = 0,
@@ -200,33 +231,9 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
                                                                   warmup_steps=warmup_steps)
     history = History()
     for epoch in range(1, epochs + 1):
-        model.train()
-        start = time.perf_counter()
-        total_loss, correct, seen = 0.0, 0, 0
         bar = _progress(_batches(train_loader, max_batches), total=steps_per_epoch,
                         desc=f"epoch {epoch}/{epochs}", enabled=progress)
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch}: lower the "
-                                         f"learning rate (lr={lr}) or check the inputs for NaN/inf")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-        seconds = time.perf_counter() - start
-        if seen == 0:
-            raise ValueError("fit got an empty training loader: check the dataset and the subset size")
-        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
-               "seconds": seconds, "train_images": seen, "images_per_s": seen / seconds}
+        row = _train_epoch(model, bar, opt, sched, loss_fn, device, epoch=epoch, lr=lr)
         if val_loader is not None:
             val = evaluate(model, val_loader, device=device, loss_fn=loss_fn)
             row |= {"val_loss": val["loss"], "val_acc": val["acc"]}
