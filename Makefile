@@ -66,9 +66,11 @@ validate: setup data
 # Everything from here to #@end-instructor is the instructor's: `make student-release` leaves it out.
 # ---- the tests (CI runs exactly this)
 test: setup data browser sandbox-tools
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 test-fast: setup data
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow and not book and not browser"
 
 # ---- browser tests and benchmarks

@@ -15,7 +15,8 @@ import importlib
 
 from lib._versions import warn_if_unsupported
 
-__all__ = ["data", "scratch", "train", "plot", "models", "analysis", "checks"]
+__all__ = ["data", "scratch", "train", "plot", "models", "analysis", "checks", "counting", "records", "stats",
+           "gradients", "leaderboard", "book", "transfer", "experiments", "tuning", "baseline", "explain"]
 
 
 def __getattr__(name: str):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import struct
 import sys
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 MEAN, STD = 0.2860, 0.3530  # over the 60,000 training images, pixels scaled to [0, 1]
+BACKGROUND = (0.0 - MEAN) / STD  # a black pixel after normalisation
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -175,8 +175,7 @@ class ImageTensorDataset(Dataset):
             if torch.rand(()) < 0.5:
                 x = x.flip(-1)
             dy, dx = torch.randint(-2, 3, (2,)).tolist()
-            background = (0.0 - MEAN) / STD
-            x = torch.nn.functional.pad(x, (2, 2, 2, 2), value=background)[:, 2 + dy:30 + dy, 2 + dx:30 + dx]
+            x = torch.nn.functional.pad(x, (2, 2, 2, 2), value=BACKGROUND)[:, 2 + dy:30 + dy, 2 + dx:30 + dx]
         return x, self.labels[i]
 
 

@@ -3,6 +3,16 @@
     history = fit(model, train_loader, val_loader, epochs=3, lr=1e-3)
     history.frame()          # one row per epoch: losses, accuracies, seconds, images/s
     evaluate(model, test_loader)
+
+A run that must survive being killed keeps a :class:`TrainState` (model, optimizer, scheduler, random-number
+state, history) and saves it after every piece of training; run again, it loads the state and goes on with
+the same result as an uninterrupted run::
+
+    state = TrainState(model, opt, sched, generator=train_loader.generator)
+    state.load(path)                                       # a no-op on the first run
+    for epoch in range(len(state.history.epochs), epochs):
+        state.history.epochs += fit(model, train_loader, optimizer=opt, scheduler=sched).epochs
+        state.save(path)
 """
 from __future__ import annotations
 
@@ -163,60 +173,116 @@ def make_scheduler(opt: torch.optim.Optimizer, total_steps: int, *, schedule: st
         step, total_steps, schedule=schedule, warmup_steps=warmup_steps, warmup_factor=warmup_factor, warmup=warmup))
 
 
+def _train_epoch(model: nn.Module, batches, opt: torch.optim.Optimizer,
+                 sched: torch.optim.lr_scheduler.LRScheduler | None, loss_fn: nn.Module, device: torch.device, *,
+                 epoch: int, lr: float) -> dict[str, float]:
+    """One pass over ``batches`` in train mode, the scheduler stepped after every optimizer step: the epoch's row."""
+    model.train()
+    start = time.perf_counter()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch}: lower the "
+                                     f"learning rate (lr={lr}) or check the inputs for NaN/inf")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    seconds = time.perf_counter() - start
+    if seen == 0:
+        raise ValueError("fit got an empty training loader: check the dataset and the subset size")
+    return {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
+            "seconds": seconds, "train_images": seen, "images_per_s": seen / seconds}
+
+
 def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | None = None, *, epochs: int = 1,
         lr: float = 1e-3, optimizer: str | torch.optim.Optimizer = "adam", weight_decay: float = 0.0,
-        schedule: str | None = None, warmup_steps: int = 0, device: torch.device | str | None = None,
+        schedule: str | None = None, warmup_steps: int = 0,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, device: torch.device | str | None = None,
         progress: bool | None = None, max_batches: int | None = None, loss_fn: nn.Module | None = None) -> History:
     """Train ``model`` for ``epochs`` and return its :class:`History`.
 
     ``optimizer`` is a name ('adam', 'adamw', 'sgd') or a ready optimizer (e.g. with per-stage parameter
     groups); ``schedule='cosine'`` anneals the learning rate to zero over all steps, after ``warmup_steps``
-    steps that rise linearly from a tenth of ``lr`` (see :func:`lr_factor`). ``max_batches`` caps the batches per epoch (for quick
-    checks). Validation runs after every epoch when a loader is given.
-    ``progress``: a tqdm bar per epoch (default: on, unless ``CNN_COURSE_PROGRESS=0``).
+    steps that rise linearly from a tenth of ``lr`` (see :func:`lr_factor`). A ready ``scheduler`` (one that
+    spans more than this call, e.g. of a resumed run) is stepped after every optimizer step instead.
+    ``max_batches`` caps the batches per epoch (for quick checks). Validation runs after every epoch when a
+    loader is given. ``progress``: a tqdm bar per epoch (default: on, unless ``CNN_COURSE_PROGRESS=0``).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if scheduler is not None and (schedule is not None or warmup_steps):
+        raise ValueError("pass either a ready scheduler or schedule/warmup_steps, not both")
     device = get_device() if device is None else torch.device(device)
     model.to(device)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     opt = optimizer if isinstance(optimizer, torch.optim.Optimizer) else make_optimizer(model, optimizer, lr, weight_decay)
     steps_per_epoch = len(train_loader) if max_batches is None else min(max_batches, len(train_loader))
-    sched = make_scheduler(opt, epochs * steps_per_epoch, schedule=schedule, warmup_steps=warmup_steps)
+    sched = scheduler if scheduler is not None else make_scheduler(opt, epochs * steps_per_epoch, schedule=schedule,
+                                                                  warmup_steps=warmup_steps)
     history = History()
     for epoch in range(1, epochs + 1):
-        model.train()
-        start = time.perf_counter()
-        total_loss, correct, seen = 0.0, 0, 0
         bar = _progress(_batches(train_loader, max_batches), total=steps_per_epoch,
                         desc=f"epoch {epoch}/{epochs}", enabled=progress)
-        for x, y in bar:
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the training loss became {loss.item()} in epoch {epoch}: lower the "
-                                         f"learning rate (lr={lr}) or check the inputs for NaN/inf")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-        seconds = time.perf_counter() - start
-        if seen == 0:
-            raise ValueError("fit got an empty training loader: check the dataset and the subset size")
-        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_acc": correct / seen,
-               "seconds": seconds, "train_images": seen, "images_per_s": seen / seconds}
+        row = _train_epoch(model, bar, opt, sched, loss_fn, device, epoch=epoch, lr=lr)
         if val_loader is not None:
             val = evaluate(model, val_loader, device=device, loss_fn=loss_fn)
             row |= {"val_loss": val["loss"], "val_acc": val["acc"]}
         history.epochs.append(row)
     return history
+
+
+@dataclass
+class TrainState:
+    """Everything a training run needs to continue after a kill: the model, the optimizer, the scheduler,
+    torch's random-number state and the training loader's shuffling ``generator``, the history so far, how
+    often it was resumed, and any ``extra`` plain data the caller keeps with it (e.g. a per-batch curve)."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    generator: torch.Generator | None = None
+    history: History = field(default_factory=History)
+    resumes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the state to ``path`` atomically (a kill mid-write leaves the previous state)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                    "torch_rng": torch.get_rng_state(),
+                    "loader_rng": self.generator.get_state() if self.generator is not None else None,
+                    "epochs": self.history.epochs, "resumes": self.resumes, "extra": self.extra}, tmp)
+        tmp.replace(path)
+        return path
+
+    def load(self, path: str | Path) -> bool:
+        """Restore the state saved at ``path``, if there is one (then ``resumes`` counts this resume)."""
+        path = Path(path)
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.generator is not None:
+            self.generator.set_state(state["loader_rng"])
+        self.history = History(state["epochs"])
+        self.resumes, self.extra = state["resumes"] + 1, state["extra"]
+        return True
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, meta: dict[str, Any] | None = None,

@@ -38,7 +38,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lib.train import History, fit, make_scheduler
+from lib import records
+from lib.models import build
+from lib.train import History, fit, load_checkpoint, make_scheduler
 
 # The course's split of Fashion-MNIST (lib.data.CLASSES): pretrain on five kinds of clothing,
 # transfer to sandals, shirts, sneakers, bags and ankle boots.
@@ -252,32 +254,27 @@ def fit_gradual_unfreezing(model: nn.Module, train_loader: DataLoader, val_loade
     freeze(model, [s for s in order if s != "head"])
     unfreeze(model, ["head"])
     history = History()
-    opt, hook = None, None
+    opt, sched = None, None
     if not restarts:  # every stage's group from the start: Adam skips a frozen stage (its gradients are None)
         opt = torch.optim.Adam(param_groups(model, lr, decay=decay, trainable_only=False), weight_decay=weight_decay)
         max_batches = fit_kwargs.get("max_batches")
         steps = len(train_loader) if max_batches is None else min(max_batches, len(train_loader))
         sched = make_scheduler(opt, sum(per_phase) * steps, schedule="cosine",
                                warmup_steps=fit_kwargs.pop("warmup_steps", 0))
-        hook = opt.register_step_post_hook(lambda *args: sched.step())
-    try:
-        for k, epochs in enumerate(per_phase):
-            unfreeze(model, order[:k + 1])
-            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            if restarts:
-                opt = torch.optim.Adam(param_groups(model, lr, decay=decay), weight_decay=weight_decay)
-                h = fit(model, train_loader, val_loader, epochs=epochs, lr=lr, optimizer=opt, schedule="cosine",
-                        **fit_kwargs)
-            else:
-                h = fit(model, train_loader, val_loader, epochs=epochs, lr=lr, optimizer=opt, schedule=None,
-                        **fit_kwargs)
-            for e in h.epochs:
-                history.epochs.append(e | {"epoch": len(history.epochs) + 1, "phase": k + 1,
-                                           "unfrozen": order[k], "trainable_params": trainable,
-                                           "head_lr": opt.param_groups[-1]["lr"]})
-    finally:
-        if hook is not None:
-            hook.remove()
+    for k, epochs in enumerate(per_phase):
+        unfreeze(model, order[:k + 1])
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        if restarts:
+            opt = torch.optim.Adam(param_groups(model, lr, decay=decay), weight_decay=weight_decay)
+            h = fit(model, train_loader, val_loader, epochs=epochs, lr=lr, optimizer=opt, schedule="cosine",
+                    **fit_kwargs)
+        else:
+            h = fit(model, train_loader, val_loader, epochs=epochs, lr=lr, optimizer=opt, scheduler=sched,
+                    **fit_kwargs)
+        for e in h.epochs:
+            history.epochs.append(e | {"epoch": len(history.epochs) + 1, "phase": k + 1,
+                                       "unfrozen": order[k], "trainable_params": trainable,
+                                       "head_lr": opt.param_groups[-1]["lr"]})
     return history
 
 
@@ -486,21 +483,17 @@ def load_pretrained_backbone(path: str | Path | None = None, *,
 
     Without ``path`` the file is the one the committed record ``results/pretrain_backbone.json`` describes
     (``$CNN_COURSE_RESULTS_DIR`` if set), and its sha256 is checked against that record through
-    ``lib.experiments.artifact`` before it is loaded: a changed or truncated checkpoint raises
+    ``lib.records.artifact`` before it is loaded: a changed or truncated checkpoint raises
     ``ArtifactMismatchError``. With ``path`` (e.g. a ``--quick`` run's file) it is checked against
     ``record`` when one is given, and loaded as it is otherwise."""
-    from lib import experiments
-    from lib.models import build
-    from lib.train import load_checkpoint
-
     if path is None or record is not None:
-        record = record if record is not None else experiments.load("pretrain_backbone")
+        record = record if record is not None else records.load("pretrain_backbone")
         filename = Path(path).name if path is not None else record["results"]["checkpoint"]
         if filename not in record.get("artifacts", {}) and record["results"].get("checkpoint") == filename:
             # a record made before checkpoints were listed as artifacts: its results hold the sha256
             record = {**record, "artifacts": {filename: {"sha256": record["results"]["checkpoint_sha256"],
                                                          "bytes": record["results"]["checkpoint_bytes"]}}}
-        path = experiments.artifact(record, filename, Path(path).parent if path is not None else None)
+        path = records.artifact(record, filename, Path(path).parent if path is not None else None)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `python -m lib.experiments pretrain_backbone` "

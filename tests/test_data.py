@@ -1,6 +1,5 @@
 """lib.data: the real data loads and checks out; missing and corrupt files give a clear error."""
 import gzip
-import shutil
 import struct
 
 import pytest

@@ -255,7 +255,7 @@ def test_stage_output_shapes_at_224_are_the_papers(name, shapes):
     with torch.device("meta"):
         x = torch.empty(1, 3, 224, 224)
         got = []
-        for stage, module in list(build(name).eval().stages().items())[:-1]:
+        for _stage, module in list(build(name).eval().stages().items())[:-1]:
             x = module(x)
             got.append((x.shape[1], x.shape[2]))
     assert got == shapes
@@ -463,7 +463,7 @@ def test_small_only_models_refuse_imagenet_form(name):
 
 
 def test_builders_are_keyword_only():
-    for name, builder in MODELS.items():
+    for builder in MODELS.values():
         with pytest.raises(TypeError):
             builder(10)
 

@@ -27,7 +27,6 @@ from grader.checks import pooling as P
 from grader.checks import receptive_field as RF
 from grader.checks import resnet_variants as RV
 from lib.analysis import empirical_receptive_field
-from lib.models.branching import branching_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants")
@@ -491,7 +490,7 @@ def test_torchvision_implementations_are_not_the_students_work():
                "resnext50_32x4d")
 
 
-def _config() -> "Config":
+def _config():
     from traitlets.config.loader import PyFileConfigLoader
     return PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
 

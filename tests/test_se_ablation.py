@@ -64,7 +64,7 @@ def test_collect_restores_the_mode_and_reads_every_se_block():
     seen = se_ablation.collect(model, [(x, y)])
     assert model.training
     assert list(seen["features"]) == se_ablation.se_names(model)
-    for name, f in seen["features"].items():
+    for f in seen["features"].values():
         assert f["gate"].shape == f["squeeze"].shape and f["gate"].shape[0] == 4
         assert ((f["gate"] > 0) & (f["gate"] < 1)).all()
     no_se = se_ablation.collect(se_ablation.build(se=False), [(x, y)])

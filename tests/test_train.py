@@ -117,3 +117,48 @@ def test_plots_have_titles_and_labels():
         plot.show_filters(torch.randn(3, 3))
     with pytest.raises(ValueError, match=r"\(N, C, H, W\) or \(N, H, W\)"):
         plot.show_images(torch.rand(28))
+
+
+def _tiny_run():
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 3, (40,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(1))
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(64, 3))
+    opt = train.make_optimizer(model, "adamw", 1e-2, 0.05)
+    return model, loader, opt, train.make_scheduler(opt, 3 * len(loader), schedule="cosine", warmup_steps=2)
+
+
+def test_fit_with_a_ready_scheduler_equals_fit_with_its_schedule():
+    model, loader, opt, sched = _tiny_run()
+    for _ in range(3):  # one call per epoch, one scheduler over all three
+        train.fit(model, loader, epochs=1, optimizer=opt, scheduler=sched, progress=False, device="cpu")
+    other, loader, _, _ = _tiny_run()
+    train.fit(other, loader, epochs=3, lr=1e-2, optimizer="adamw", weight_decay=0.05, schedule="cosine",
+              warmup_steps=2, progress=False, device="cpu")
+    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not both"):
+        train.fit(model, loader, optimizer=opt, scheduler=sched, schedule="cosine", progress=False)
+
+
+def test_train_state_resumed_after_a_kill_equals_an_uninterrupted_run(tmp_path):
+    """Model, optimizer, scheduler, torch's RNG (dropout) and the loader's shuffling all come back."""
+    def run(path, epochs_now):
+        model, loader, opt, sched = _tiny_run()
+        state = train.TrainState(model, opt, sched, generator=loader.generator)
+        state.load(path)
+        for _ in range(len(state.history.epochs), epochs_now):
+            state.history.epochs += train.fit(model, loader, epochs=1, optimizer=opt, scheduler=sched,
+                                              progress=False, device="cpu").epochs
+            state.save(path)
+        return model, state
+
+    whole, _ = run(tmp_path / "a.pt", 3)
+    run(tmp_path / "b.pt", 1)                        # killed after one epoch ...
+    resumed, state = run(tmp_path / "b.pt", 3)       # ... and run again
+    assert state.resumes == 1 and len(state.history.epochs) == 3
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    model, _, opt, _ = _tiny_run()
+    fresh = train.TrainState(model, opt)
+    assert not fresh.load(tmp_path / "missing.pt") and fresh.resumes == 0

@@ -26,29 +26,46 @@ The part runner (``run_parts``) is shared with ``linear_bottleneck``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing
-import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from lib.analysis import count_macs, count_params
 from lib.data import fashion_mnist_loaders
+from lib.experiments import _runner as runner
 from lib.experiments._resume import fit_resumable
+from lib.experiments._runner import Config, Part, config_key
 from lib.models.roadmap import CHANGES, PAPER_TOP1, ROADMAP, changed_fields, roadmap_net
 from lib.train import evaluate, seed_everything
 
-FULL = {"steps": tuple(ROADMAP), "seeds": (0, 1, 2), "train_subset": 5_000, "val_subset": None, "epochs": 2,
-        "batch_size": 64, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 0.05, "warmup_fraction": 0.05,
-        "schedule": "cosine", "augment": False, "data_seed": 0}
-QUICK = {**FULL, "seeds": (0, 1), "train_subset": 256, "val_subset": 256, "epochs": 1, "batch_size": 64}
+@dataclass(frozen=True)
+class Recipe(Config):
+    """The one recipe every network of the roadmap (and of ``linear_bottleneck``) trains with."""
+    seeds: tuple[int, ...] = (0, 1, 2)   # initial weights and batch order; the images stay the same
+    train_subset: int = 5_000            # training images (a fixed draw, data_seed)
+    val_subset: int | None = None        # validation images (None: all 5,000 of the split)
+    epochs: int = 2
+    batch_size: int = 64
+    optimizer: str = "adamw"             # the paper's
+    lr: float = 2e-3
+    weight_decay: float = 0.05           # the paper's
+    warmup_fraction: float = 0.05        # linear warm-up over the first 5% of the steps, then ...
+    schedule: str = "cosine"             # ... a cosine decay to zero
+    augment: bool = False
+    data_seed: int = 0
+
+
+@dataclass(frozen=True)
+class RoadmapRun(Recipe):
+    steps: tuple[str, ...] = tuple(ROADMAP)  # the networks, in the roadmap's order
+
+
+FULL = RoadmapRun()
+QUICK = replace(FULL, seeds=(0, 1), train_subset=256, val_subset=256, epochs=1)
 
 Train = Callable[..., dict]
 
@@ -80,58 +97,25 @@ def train_network(model: nn.Module, seed: int, cfg: dict, *, state_path: Path) -
             "cpu_seconds_this_session": round(time.process_time() - cpu, 1)}
 
 
-def _key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=list).encode()).hexdigest()[:12]
-
-
 def part_path(parts: Path, variant: str, seed: int, cfg: dict) -> Path:
     """Where one finished (variant, seed) is kept until the whole run is done; the name pins the configuration."""
-    return parts / f"{re.sub(r'[^a-z0-9]+', '_', variant.lower())}-seed{seed}-{_key(cfg)}.json"
+    return parts / f"{part_key(variant, seed, cfg)}.json"
 
 
-def _part(task: tuple[Train, str, int, dict, Path, str]) -> dict:
-    train, variant, seed, cfg, parts, commit = task
-    path = part_path(parts, variant, seed, cfg)
-    if path.is_file():
-        print(f"{variant} seed {seed}: finished earlier ({path.name})", flush=True)
-        return json.loads(path.read_text())
-    state = path.with_suffix(".state.pt")
-    try:
-        torch.set_num_threads(1)
-        r = train(variant, seed, cfg, state_path=state) | {"variant": variant, "trained_at_commit": commit}
-    except Exception as e:  # noqa: BLE001 - reported now; the other parts go on
-        print(f"{variant} seed {seed}: FAILED: {type(e).__name__}: {e}", flush=True)
-        return {"variant": variant, "seed": seed, "error": f"{type(e).__name__}: {e}"}
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(r))
-    tmp.replace(path)
-    state.unlink(missing_ok=True)
-    print(f"{variant} seed {seed}: val acc {r['val_acc']:.4f}, {r['train_seconds']:.0f} s "
-          f"({r['images_per_s']:.0f} images/s)", flush=True)
-    return r
+def part_key(variant: str, seed: int, cfg: dict) -> str:
+    return f"{re.sub(r'[^a-z0-9]+', '_', variant.lower())}-seed{seed}-{config_key(cfg)}"
+
+
+def _train_part(train: Train, variant: str, seed: int, cfg: dict, *, state_path: Path) -> dict:
+    return train(variant, seed, cfg, state_path=state_path) | {"variant": variant}
 
 
 def run_parts(name: str, train: Train, variants: Sequence[str], cfg: dict, out_dir: Path) -> list[dict]:
-    """Train every (variant, seed) of ``cfg["seeds"]`` with ``train(variant, seed, cfg, state_path=...)`` in
-    worker processes, keeping each finished one under ``<out_dir>/<name>.parts/``; return them in the order
-    (variant, seed). Failures are reported together at the end, the finished parts kept for the next run."""
-    from lib.experiments import code_state
-
-    parts = Path(out_dir) / f"{name}.parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    commit = code_state()["commit"]
-    tasks = [(train, v, s, cfg, parts, commit) for v in variants for s in cfg["seeds"]]
-    workers = int(os.environ.get("CNN_COURSE_WORKERS", min(4, os.cpu_count() or 1)))
-    if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-            done = pool.map(_part, tasks, chunksize=1)
-    else:
-        done = [_part(t) for t in tasks]
-    failed = [f"{r['variant']} seed {r['seed']}: {r['error']}" for r in done if "error" in r]
-    if failed:
-        raise RuntimeError(f"{len(failed)} part(s) failed ({'; '.join(failed)}); the finished ones are kept in "
-                           f"{parts}: run the same command again to train the rest")
-    shutil.rmtree(parts)
+    """Train every (variant, seed) of ``cfg["seeds"]`` with ``train(variant, seed, cfg, state_path=...)`` as
+    parts of ``lib.experiments._runner``; return them in the order (variant, seed), the parts removed."""
+    done = runner.run_parts(name, [Part(part_key(v, s, cfg), _train_part, (train, v, s, cfg), label=f"{v} seed {s}")
+                                   for v in variants for s in cfg["seeds"]], out_dir)
+    runner.remove_parts(name, out_dir)
     return done
 
 
@@ -149,8 +133,8 @@ def run(*, quick: bool, out_dir: Path) -> dict:
     cfg = QUICK if quick else FULL
     runs = run_parts("convnext_roadmap", train_step, cfg["steps"], cfg, out_dir)
     steps = list(cfg["steps"])
-    return {"config": {**cfg, "steps": steps, "seeds": list(cfg["seeds"])},
-            "workers": int(os.environ.get("CNN_COURSE_WORKERS", min(4, os.cpu_count() or 1))),
+    return {"config": cfg.plain(),
+            "workers": runner.default_workers(),
             "threads_per_worker": 1,
             "steps": [{"step": s, "change": CHANGES[s], "paper_top1": PAPER_TOP1[s],
                        "fields_changed": changed_fields(ROADMAP[steps[i - 1]], ROADMAP[s]) if i else []}

@@ -29,27 +29,44 @@ on 256 images for one epoch and one seed.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing
-import os
-import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lib.data import fashion_mnist_loaders
+from lib.experiments import _runner as runner
 from lib.experiments._resume import fit_resumable
+from lib.experiments._runner import Config, Part, config_key
 from lib.models.plain import plain_cifar, resnet_cifar
 from lib.train import evaluate, seed_everything
 
-FULL = {"depths": (20, 56), "seeds": (0, 1, 2), "train_subset": 20_000, "val_subset": 1_000, "test_subset": None,
-        "epochs": 6, "batch_size": 128, "lr": 0.1, "weight_decay": 1e-4,
-        "optimizer": "momentum", "optimizer_text": "SGD, momentum 0.9 (He et al. 2015)",
-        "warmup_steps": 125, "warmup_from_lr": 0.01, "warmup": "linear", "schedule": "cosine", "data_seed": 0}
-QUICK = {**FULL, "depths": (8, 14), "seeds": (0, 1), "train_subset": 256, "val_subset": 128, "test_subset": 256,
-         "epochs": 1, "batch_size": 64, "warmup_steps": 2}
+
+
+@dataclass(frozen=True)
+class DegradationRun(Config):
+    depths: tuple[int, ...] = (20, 56)        # plain-d and ResNet-d for each d
+    seeds: tuple[int, ...] = (0, 1, 2)        # initial weights and batch order; the images stay the same
+    train_subset: int | None = 20_000
+    val_subset: int | None = 1_000
+    test_subset: int | None = None            # None: all 10,000 test images
+    epochs: int = 6
+    batch_size: int = 128                     # the paper's
+    lr: float = 0.1                           # the paper's, after the warm-up
+    weight_decay: float = 1e-4                # the paper's
+    optimizer: str = "momentum"
+    optimizer_text: str = "SGD, momentum 0.9 (He et al. 2015)"
+    warmup_steps: int = 125                   # about two epochs, linear ...
+    warmup_from_lr: float = 0.01              # ... from a tenth of the rate (lib.train's warm-up)
+    warmup: str = "linear"
+    schedule: str = "cosine"
+    data_seed: int = 0
+
+
+FULL = DegradationRun()
+QUICK = replace(FULL, depths=(8, 14), seeds=(0, 1), train_subset=256, val_subset=128, test_subset=256, epochs=1,
+                batch_size=64, warmup_steps=2)
 
 
 class RecordingCrossEntropy(nn.CrossEntropyLoss):
@@ -72,10 +89,6 @@ class RecordingCrossEntropy(nn.CrossEntropyLoss):
 def build(kind: str, depth: int) -> nn.Module:
     """``("plain", 20)`` -> plain-20; ``("resnet", 56)`` -> ResNet-56 (option-A shortcuts), for 1-channel images."""
     return (plain_cifar if kind == "plain" else resnet_cifar)(depth, in_channels=1)
-
-
-def _key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
 def train_one(kind: str, depth: int, seed: int, cfg: dict, *, state_path: Path, threads: int | None = None) -> dict:
@@ -110,31 +123,17 @@ def train_one(kind: str, depth: int, seed: int, cfg: dict, *, state_path: Path, 
     }
 
 
+def _key(kind: str, depth: int, seed: int, cfg: dict) -> str:
+    return f"{kind}-{depth}-seed{seed}-{config_key(cfg)}"
+
+
 def _part_path(parts: Path, kind: str, depth: int, seed: int, cfg: dict) -> Path:
     """Where one finished network is kept until the whole run is done; the name pins the configuration."""
-    return parts / f"{kind}-{depth}-seed{seed}-{_key(cfg)}.json"
+    return parts / f"{_key(kind, depth, seed, cfg)}.json"
 
 
-def _train_job(job: tuple[str, int, int, dict, Path, str]) -> dict:
-    kind, depth, seed, cfg, parts, commit = job
-    path = _part_path(parts, kind, depth, seed, cfg)
-    if path.is_file():
-        r = json.loads(path.read_text())
-        print(f"{r['name']:>10} seed {seed}: finished earlier ({path.name})", flush=True)
-        return r
-    state = path.with_suffix(".state.pt")
-    try:
-        r = train_one(kind, depth, seed, cfg, state_path=state, threads=1) | {"trained_at_commit": commit}
-    except Exception as e:  # noqa: BLE001 - reported now, and the run goes on with the other networks
-        print(f"{kind}-{depth} seed {seed}: FAILED: {type(e).__name__}: {e}", flush=True)
-        return {"kind": kind, "depth": depth, "seed": seed, "error": f"{type(e).__name__}: {e}"}
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(r))
-    tmp.replace(path)
-    state.unlink(missing_ok=True)
-    print(f"{r['name']:>10} seed {seed}: train error {r['epochs'][-1]['train_error']:.3f}, "
-          f"test acc {r['test_accuracy']:.3f}, {r['train_seconds']:.0f} s ({r['images_per_s']:.0f} images/s)", flush=True)
-    return r
+def _train_part(kind: str, depth: int, seed: int, cfg: dict, *, state_path: Path) -> dict:
+    return train_one(kind, depth, seed, cfg, state_path=state_path)
 
 
 def run(*, quick: bool, out_dir: Path) -> dict:
@@ -143,24 +142,12 @@ def run(*, quick: bool, out_dir: Path) -> dict:
 
 def run_config(cfg: dict, out_dir: Path, *, parts_name: str) -> dict:
     """Train every (kind, depth, seed) of ``cfg``; finished networks are kept under ``out_dir/parts_name``."""
-    parts = Path(out_dir) / parts_name
-    parts.mkdir(parents=True, exist_ok=True)
-    from lib.experiments import code_state
-
-    commit = code_state()["commit"]
-    jobs = [(kind, depth, seed, cfg, parts, commit) for depth in sorted(cfg["depths"], reverse=True)
-            for seed in cfg["seeds"] for kind in ("plain", "resnet")]
-    workers = int(os.environ.get("CNN_COURSE_WORKERS", min(4, os.cpu_count() or 1)))
-    if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            done = pool.map(_train_job, jobs, chunksize=1)
-    else:
-        done = [_train_job(job) for job in jobs]
-    failed = [f"{r['kind']}-{r['depth']} seed {r['seed']}: {r['error']}" for r in done if "error" in r]
-    if failed:
-        raise RuntimeError(f"{len(failed)} network(s) failed ({'; '.join(failed)}); the finished ones are kept in "
-                           f"{parts}: run the same command again to train the rest")
-    shutil.rmtree(parts)
+    name = parts_name.removesuffix(".parts")
+    parts = [Part(_key(kind, depth, seed, cfg), _train_part, (kind, depth, seed, cfg), label=f"{kind}-{depth} seed {seed}")
+             for depth in sorted(cfg["depths"], reverse=True) for seed in cfg["seeds"] for kind in ("plain", "resnet")]
+    done = runner.run_parts(name, parts, out_dir)  # the deepest first
+    runner.remove_parts(name, out_dir)
+    workers = runner.default_workers()
     runs = sorted(done, key=lambda r: (r["depth"], r["kind"], r["seed"]))  # plain-20 seeds, resnet-20 seeds, ...
-    return {"config": {**cfg, "depths": list(cfg["depths"]), "seeds": list(cfg["seeds"])}, "workers": workers,
+    return {"config": cfg.plain(), "workers": workers,
             "threads_per_worker": 1, "runs": runs}

@@ -13,14 +13,15 @@ trains at about 60 images/s per core); on one GPU, a few hours. Its record would
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from lib.experiments import degradation
 
 COMMITTED = False  # no record ships with the course: the ResNet chapter gives the command
 
-FULL = {**degradation.FULL, "depths": (20, 56, 110), "train_subset": None, "epochs": 160, "warmup_steps": 400}
-QUICK = {**degradation.QUICK, "depths": (8, 14)}
+FULL = replace(degradation.FULL, depths=(20, 56, 110), train_subset=None, epochs=160, warmup_steps=400)
+QUICK = replace(degradation.QUICK, depths=(8, 14))
 
 
 def run(*, quick: bool, out_dir: Path) -> dict:

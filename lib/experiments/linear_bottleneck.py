@@ -15,20 +15,27 @@ validation on the 5,000 held-out training images once at the end. Parts (variant
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from lib.experiments.convnext_roadmap import FULL as ROADMAP_FULL
 from lib.experiments.convnext_roadmap import QUICK as ROADMAP_QUICK
-from lib.experiments.convnext_roadmap import run_parts, train_network
+from lib.experiments.convnext_roadmap import Recipe, run_parts, train_network
 from lib.models import mobilenet_v2
 from lib.models.blocks import InvertedResidual
 from lib.train import seed_everything
 
 VARIANTS = ("linear", "relu6")  # the paper's block; a ReLU6 after the projection
-FULL = {**{k: v for k, v in ROADMAP_FULL.items() if k != "steps"}, "variants": VARIANTS}
-QUICK = {**{k: v for k, v in ROADMAP_QUICK.items() if k != "steps"}, "variants": VARIANTS}
+
+
+@dataclass(frozen=True)
+class BottleneckRun(Recipe):
+    variants: tuple[str, ...] = VARIANTS
+
+
+FULL = BottleneckRun()
+QUICK = BottleneckRun(**{k: v for k, v in ROADMAP_QUICK.items() if k != "steps"})
 
 
 def add_projection_relu(model: nn.Module) -> int:
@@ -58,6 +65,6 @@ def train_variant(variant: str, seed: int, cfg: dict, *, state_path: Path) -> di
 def run(*, quick: bool, out_dir: Path) -> dict:
     cfg = QUICK if quick else FULL
     runs = run_parts("linear_bottleneck", train_variant, cfg["variants"], cfg, out_dir)
-    return {"config": {**cfg, "variants": list(cfg["variants"]), "seeds": list(cfg["seeds"])},
+    return {"config": cfg.plain(),
             "model": "mobilenet_v2(num_classes=10, in_channels=1, small_input=True)",
             "blocks_changed": add_projection_relu(build("linear")), "threads_per_worker": 1, "runs": runs}

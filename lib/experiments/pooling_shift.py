@@ -22,19 +22,15 @@ that crops the image mixes occlusion with the shift. This experiment therefore:
 * saves the seed-0 weights of the five chosen networks (``pooling_shift.pt``) so that the chapter can
   re-measure one of the numbers.
 
-Runs are one thread each, in ``CNN_COURSE_WORKERS`` worker processes (default 1: the full run is sized
-for one core, 45 short trainings and 15 shift tests); every finished training and shift test is kept
+Runs are one thread each, in ``CNN_COURSE_WORKERS`` worker processes (default: the CPU cores, at most 4;
+45 short trainings and 15 shift tests); every finished training and shift test is kept
 under ``<out_dir>/pooling_shift.parts/`` until the end, so an interrupted run resumes where it stopped.
 ``--quick`` trains on 256 images for one epoch, two rates and two seeds, and tests 512 images.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing
-import os
 import re
-import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -42,19 +38,38 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lib.data import MEAN, STD, fashion_mnist
+from lib.analysis import count_macs, count_params
+from lib.data import BACKGROUND, fashion_mnist
+from lib.experiments import _runner as runner
+from lib.experiments._runner import Config, Part, config_key
 from lib.models.simple import SimpleCNN
 from lib.train import evaluate, fit, seed_everything
 
 VARIANTS = ("max", "avg", "strided conv", "max + blur", "max (flatten head)")
-BACKGROUND = (0.0 - MEAN) / STD  # the normalised value of a black pixel
 PAD = 4                          # canvas margin on each side: 28 -> 36, and the largest lossless shift
 
-FULL = {"variants": VARIANTS, "seeds": (0, 1, 2), "lrs": (1e-3, 3e-3, 1e-2), "train_subset": 12_000,
-        "val_subset": None, "test_subset": None, "epochs": 3, "batch_size": 64, "optimizer": "adam",
-        "schedule": "cosine", "width": 16, "pad": PAD, "shifts": (0, 1, 2, 3, 4), "data_seed": 0}
-QUICK = {**FULL, "seeds": (0, 1), "lrs": (1e-3, 3e-3), "train_subset": 256, "val_subset": 256,
-         "test_subset": 512, "epochs": 1}
+
+
+@dataclass(frozen=True)
+class ShiftRun(Config):
+    variants: tuple[str, ...] = VARIANTS
+    seeds: tuple[int, ...] = (0, 1, 2)           # initial weights and batch order; the images stay the same
+    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # the grid every variant is tuned on (mean validation accuracy)
+    train_subset: int | None = 12_000
+    val_subset: int | None = None                # None: all 5,000 validation images
+    test_subset: int | None = None               # None: all 10,000 test images
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    schedule: str = "cosine"
+    width: int = 16                              # SimpleCNN's base width
+    pad: int = PAD
+    shifts: tuple[int, ...] = (0, 1, 2, 3, 4)    # diagonal shifts of the test images, in pixels
+    data_seed: int = 0
+
+
+FULL = ShiftRun()
+QUICK = replace(FULL, seeds=(0, 1), lrs=(1e-3, 3e-3), train_subset=256, val_subset=256, test_subset=512, epochs=1)
 
 
 class BlurPool2d(nn.Module):
@@ -168,56 +183,34 @@ def shift_test(model: SimpleCNN, images: torch.Tensor, labels: torch.Tensor, shi
     return {"shifts": rows, **baselines}
 
 
-def _key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=list).encode()).hexdigest()[:12]
-
-
 def _name(kind: str, lr: float, seed: int) -> str:
     return f"{re.sub('[^a-z0-9]+', '_', kind.replace('+', 'plus')).strip('_')}-lr{lr:g}-seed{seed}"
 
 
-def _train_job(job) -> dict:
-    kind, lr, seed, cfg, parts = job
-    path = parts / f"train-{_name(kind, lr, seed)}-{_key(cfg)}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    torch.set_num_threads(1)
+def _weights(kind: str, lr: float, seed: int, cfg: dict, out_dir: Path) -> Path:
+    """Where the trained weights of a grid part are kept, beside the part, until the run is complete."""
+    return runner.parts_folder("pooling_shift", out_dir) / f"train-{_name(kind, lr, seed)}-{config_key(cfg)}.pt"
+
+
+def _train_part(kind: str, lr: float, seed: int, cfg: dict, out_dir: Path) -> dict:
     summary, state = train_one(kind, lr, seed, cfg)
-    torch.save(state, path.with_suffix(".pt"))
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(summary))
-    tmp.replace(path)  # written last: a .json means the weights beside it are complete
-    print(f"{kind:>18} lr {lr:g} seed {seed}: val acc {summary['val_accuracy']:.4f} "
-          f"({summary['train_seconds']:.0f} s)", flush=True)
+    torch.save(state, _weights(kind, lr, seed, cfg, out_dir))  # before the part's .json: complete when it exists
     return summary
 
 
-def _shift_job(job) -> dict:
-    kind, lr, seed, cfg, parts = job
-    path = parts / f"shift-{_name(kind, lr, seed)}-{_key(cfg)}.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    torch.set_num_threads(1)
+def _shift_part(kind: str, lr: float, seed: int, cfg: dict, out_dir: Path) -> dict:
     model = variant(kind, width=cfg["width"], image_size=28 + 2 * cfg["pad"])
-    weights = parts / f"train-{_name(kind, lr, seed)}-{_key(cfg)}.pt"
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(_weights(kind, lr, seed, cfg, out_dir), map_location="cpu", weights_only=True))
     images, labels = splits(cfg)["test"]
-    result = {"variant": kind, "lr": lr, "seed": seed, "test_images": len(labels),
-              **shift_test(model, images, labels, cfg["shifts"], pad=cfg["pad"])}
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(result))
-    tmp.replace(path)
-    r1 = result["shifts"][min(1, len(result["shifts"]) - 1)]
-    print(f"{kind:>18} seed {seed}: test acc {result['shifts'][0]['accuracy']:.4f}, "
-          f"unchanged at shift {r1['shift']}: {r1['unchanged']:.4f}", flush=True)
-    return result
+    return {"variant": kind, "lr": lr, "seed": seed, "test_images": len(labels),
+            **shift_test(model, images, labels, cfg["shifts"], pad=cfg["pad"])}
 
 
-def _map(fn, jobs: list, workers: int) -> list:
-    if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            return pool.map(fn, jobs, chunksize=1)
-    return [fn(job) for job in jobs]
+def _parts(stage: str, jobs: list[tuple[str, float, int]], cfg: dict, out_dir: Path) -> list[Part]:
+    fn = _train_part if stage == "train" else _shift_part
+    return [Part(f"{stage}-{_name(k, lr, s)}-{config_key(cfg)}", fn, (k, lr, s, cfg, out_dir), resumable=False,
+                 label=f"{stage} {k} lr {lr:g} seed {s}",
+                 artifact=_weights(k, lr, s, cfg, out_dir) if stage == "train" else None) for k, lr, s in jobs]
 
 
 def choose_lr(grid: list[dict], kind: str) -> float:
@@ -230,32 +223,28 @@ def choose_lr(grid: list[dict], kind: str) -> float:
 
 
 def run(*, quick: bool, out_dir: Path) -> dict:
-    from lib.analysis import count_macs, count_params
-
     cfg = QUICK if quick else FULL
     out_dir = Path(out_dir)
-    parts = out_dir / "pooling_shift.parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    workers = int(os.environ.get("CNN_COURSE_WORKERS", 1))
-    grid = _map(_train_job, [(k, lr, s, cfg, parts) for k in cfg["variants"] for lr in cfg["lrs"]
-                             for s in cfg["seeds"]], workers)
+    workers = runner.default_workers()
+    grid = runner.run_parts("pooling_shift", _parts("train", [(k, lr, s) for k in cfg["variants"] for lr in cfg["lrs"]
+                                                             for s in cfg["seeds"]], cfg, out_dir), out_dir)
     chosen = {k: choose_lr(grid, k) for k in cfg["variants"]}
-    tests = _map(_shift_job, [(k, chosen[k], s, cfg, parts) for k in cfg["variants"] for s in cfg["seeds"]], workers)
+    tests = runner.run_parts("pooling_shift", _parts("shift", [(k, chosen[k], s) for k in cfg["variants"]
+                                                              for s in cfg["seeds"]], cfg, out_dir), out_dir)
 
     size = 28 + 2 * cfg["pad"]
     networks = {}
     for k in cfg["variants"]:
         m = variant(k, width=cfg["width"], image_size=size)
         networks[k] = {"params": count_params(m), "macs": count_macs(m, (1, 1, size, size))}
-    seed0 = {k: torch.load(parts / f"train-{_name(k, chosen[k], cfg['seeds'][0])}-{_key(cfg)}.pt",
-                           map_location="cpu", weights_only=True) for k in cfg["variants"]}
+    seed0 = {k: torch.load(_weights(k, chosen[k], cfg["seeds"][0], cfg, out_dir), map_location="cpu",
+                           weights_only=True) for k in cfg["variants"]}
     torch.save({"variants": seed0, "lr": chosen, "seed": cfg["seeds"][0], "width": cfg["width"], "pad": cfg["pad"]},
                out_dir / "pooling_shift.pt")
     train_by = {(r["variant"], r["lr"], r["seed"]): r for r in grid}
     runs = [t | {"val_accuracy": train_by[(t["variant"], t["lr"], t["seed"])]["val_accuracy"],
                  "steps": train_by[(t["variant"], t["lr"], t["seed"])]["steps"]} for t in tests]
-    shutil.rmtree(parts)
-    return {"config": {**cfg, "variants": list(cfg["variants"]), "seeds": list(cfg["seeds"]), "lrs": list(cfg["lrs"]),
-                       "shifts": list(cfg["shifts"]), "canvas": size, "background": BACKGROUND},
+    runner.remove_parts("pooling_shift", out_dir)
+    return {"config": {**cfg.plain(), "canvas": size, "background": BACKGROUND},
             "workers": workers, "threads_per_worker": 1, "networks": networks, "chosen_lr": chosen,
             "grid": grid, "runs": runs, "artifacts": ["pooling_shift.pt"]}

@@ -24,7 +24,7 @@ For each SE network it then measures, on data it was not fitted on:
 
 Each network is saved after every epoch under ``<out_dir>/se_ablation.parts/`` and kept there when finished,
 so an interrupted run resumes (the folder is removed at the end). Networks train in ``CNN_COURSE_WORKERS``
-worker processes (default 1) of one thread each; the results do not depend on the number of workers. The
+worker processes (default: the CPU cores, at most 4) of one thread each; the results do not depend on the number of workers. The
 seed-0 SE network's weights are kept as ``se_ablation_se_seed0.pt`` (about 0.3 MB) for the chapter's
 figures. ``--quick`` trains on 512 images for one epoch and two seeds.
 """
@@ -32,11 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
-import multiprocessing
-import os
-import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,11 +40,13 @@ from torch import nn
 
 from lib.analysis import count_macs, count_params
 from lib.data import fashion_mnist_loaders
+from lib.experiments import _runner as runner
 from lib.experiments._resume import fit_resumable
+from lib.experiments._runner import Config, Part, config_key
 from lib.models.blocks import SqueezeExcitation
 from lib.models.efficientnet import EfficientNet, MBConvStage
 from lib.stats import difference
-from lib.train import evaluate, save_checkpoint, seed_everything
+from lib.train import save_checkpoint, seed_everything
 
 # expand ratio, depthwise kernel, stride, channels in -> out, blocks; after B0's stride-2 stem: 14 -> 14 -> 7 -> 7
 TINY_STAGES: tuple[MBConvStage, ...] = (
@@ -57,11 +55,29 @@ TINY_STAGES: tuple[MBConvStage, ...] = (
     MBConvStage(expand_ratio=4, kernel_size=5, stride=1, c_in=24, c_out=40, num_layers=2),
 )
 
-FULL = {"seeds": (0, 1, 2), "train_subset": 20_000, "val_subset": 2_000, "test_subset": None, "epochs": 3,
-        "batch_size": 64, "optimizer": "adam", "lr": 3e-3, "weight_decay": 0.0, "warmup_steps": 0,
-        "schedule": "cosine", "dropout": 0.1, "data_seed": 0, "permutations": 20}
-QUICK = {**FULL, "seeds": (0, 1), "train_subset": 512, "val_subset": 256, "test_subset": 512, "epochs": 1,
-         "permutations": 5}
+
+
+@dataclass(frozen=True)
+class AblationRun(Config):
+    """The chapter's recipe for the SE network, tuned for neither variant."""
+    seeds: tuple[int, ...] = (0, 1, 2)   # initial weights, batch order, dropout draws; the images stay the same
+    train_subset: int | None = 20_000
+    val_subset: int | None = 2_000       # fits the frozen gates
+    test_subset: int | None = None       # None: all 10,000 test images
+    epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "cosine"
+    dropout: float = 0.1                 # before the classifier
+    data_seed: int = 0
+    permutations: int = 20               # label shuffles for the chance level of eta squared
+
+
+FULL = AblationRun()
+QUICK = replace(FULL, seeds=(0, 1), train_subset=512, val_subset=256, test_subset=512, epochs=1, permutations=5)
 CHECKPOINT = "se_ablation_se_seed0.pt"
 NUM_CLASSES = 10
 
@@ -260,39 +276,26 @@ def train_one(se: bool, seed: int, cfg: dict, *, state_path: Path, checkpoint: P
 # ---------------------------------------------------------------------------------------------
 # The whole run
 # ---------------------------------------------------------------------------------------------
-def _key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=list).encode()).hexdigest()[:12]
-
-
 def _name(se: bool) -> str:
     return "SE" if se else "no SE"
 
 
+def _key(se: bool, seed: int, cfg: dict) -> str:
+    return f"{'se' if se else 'nose'}-seed{seed}-{config_key(cfg)}"
+
+
 def _part_path(parts: Path, se: bool, seed: int, cfg: dict) -> Path:
-    return parts / f"{'se' if se else 'nose'}-seed{seed}-{_key(cfg)}.json"
+    return parts / f"{_key(se, seed, cfg)}.json"
 
 
-def _train_job(job: tuple) -> dict:
-    se, seed, cfg, parts, out_dir, commit = job
-    path = _part_path(parts, se, seed, cfg)
+def _train_part(se: bool, seed: int, cfg: dict, checkpoint: Path | None, *, state_path: Path) -> dict:
+    return train_one(se, seed, cfg, state_path=state_path, checkpoint=checkpoint)
+
+
+def _part(se: bool, seed: int, cfg: dict, out_dir: Path) -> Part:
     checkpoint = Path(out_dir) / CHECKPOINT if (se and seed == cfg["seeds"][0]) else None
-    if path.is_file() and (checkpoint is None or checkpoint.is_file()):
-        print(f"{_name(se):>5} seed {seed}: finished earlier ({path.name})", flush=True)
-        return json.loads(path.read_text())
-    state = path.with_suffix(".state.pt")
-    try:
-        r = train_one(se, seed, cfg, state_path=state, checkpoint=checkpoint, threads=1) | {"trained_at_commit": commit}
-    except Exception as e:  # noqa: BLE001 - reported, and the run goes on with the other networks
-        print(f"{_name(se)} seed {seed}: FAILED: {type(e).__name__}: {e}", flush=True)
-        return {"se": se, "seed": seed, "error": f"{type(e).__name__}: {e}"}
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(r))
-    tmp.replace(path)
-    state.unlink(missing_ok=True)
-    frozen = f", frozen gates {r['frozen']['test_accuracy']:.4f}" if "frozen" in r else ""
-    print(f"{_name(se):>5} seed {seed}: test acc {r['test_accuracy']:.4f}{frozen}, {r['train_seconds']:.0f} s "
-          f"({r['images_per_s']:.0f} images/s)", flush=True)
-    return r
+    return Part(_key(se, seed, cfg), _train_part, (se, seed, cfg, checkpoint), label=f"{_name(se)} seed {seed}",
+                artifact=checkpoint)
 
 
 def _estimate(e) -> dict:
@@ -334,24 +337,11 @@ def summarise(runs: list[dict], seeds) -> dict:
 def run(*, quick: bool, out_dir: Path) -> dict:
     cfg = QUICK if quick else FULL
     out_dir = Path(out_dir)
-    parts = out_dir / "se_ablation.parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    from lib.experiments import code_state
-
-    commit = code_state()["commit"]
-    jobs = [(se, seed, cfg, parts, out_dir, commit) for seed in cfg["seeds"] for se in (True, False)]
-    workers = int(os.environ.get("CNN_COURSE_WORKERS", 1))
-    if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            done = pool.map(_train_job, jobs, chunksize=1)
-    else:
-        done = [_train_job(job) for job in jobs]
-    failed = [f"{_name(r['se'])} seed {r['seed']}: {r['error']}" for r in done if "error" in r]
-    if failed:
-        raise RuntimeError(f"{len(failed)} network(s) failed ({'; '.join(failed)}); the finished ones are kept in "
-                           f"{parts}: run the same command again to train the rest")
+    done = runner.run_parts("se_ablation", [_part(se, seed, cfg, out_dir) for seed in cfg["seeds"]
+                                            for se in (True, False)], out_dir)
+    workers = runner.default_workers()
     summary = summarise(done, cfg["seeds"])
-    shutil.rmtree(parts)
+    runner.remove_parts("se_ablation", out_dir)
     runs = []
     for r in sorted(done, key=lambda r: (not r["se"], r["seed"])):  # SE seeds, then no-SE seeds
         r = {k: v for k, v in r.items() if k != "test_correct"}      # per-image results: summarised above
@@ -361,6 +351,6 @@ def run(*, quick: bool, out_dir: Path) -> dict:
     d = summary["se_vs_no_se"]["difference"]
     print(f"SE minus no SE, test accuracy: {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] over "
           f"{len(cfg['seeds'])} seeds", flush=True)
-    return {"config": {**cfg, "seeds": list(cfg["seeds"])}, "workers": workers, "threads_per_worker": 1,
+    return {"config": cfg.plain(), "workers": workers, "threads_per_worker": 1,
             "stages": [dataclasses.asdict(s) for s in TINY_STAGES], "runs": runs, **summary,
             "artifacts": [CHECKPOINT]}

@@ -50,11 +50,9 @@ continues with the runs still missing (the folder is removed at the end). One to
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
-import shutil
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -62,15 +60,35 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lib import data, train, transfer
+from lib.experiments import _runner as runner
+from lib.experiments._runner import Config, Part, config_key
 from lib.models import build
+from lib.records import code_state, load
 
 MODEL, MODEL_KWARGS = "resnet20", {"in_channels": 1, "num_classes": len(transfer.TARGET_CLASSES)}
 LRS = (3e-4, 1e-3, 3e-3, 1e-2)  # half-decades around Adam's usual 1e-3
 DECAY, EPOCHS, BATCH_SIZE, TUNE_SEED, SEEDS = 0.3, 35, 32, 0, (1, 2, 3)  # 35 epochs: 560 steps, 5 phases of 7
-FULL = {"labels_per_class": 100, "val_per_class": 100, "test_per_class": None, "batch_size": BATCH_SIZE,
-        "epochs": EPOCHS, "lrs": list(LRS), "decay": DECAY, "tune_seed": TUNE_SEED, "seeds": list(SEEDS),
-        "optimizer": "adam", "weight_decay": 0.0, "schedule": "cosine", "data_seed": 0}
-QUICK = {**FULL, "labels_per_class": 16, "val_per_class": 8, "test_per_class": 40, "epochs": 5, "seeds": [1, 2]}
+
+
+@dataclass(frozen=True)
+class MethodsRun(Config):
+    labels_per_class: int = 100            # the labelled training images of each target class (a draw per seed)
+    val_per_class: int | None = 100        # the target task's validation split
+    test_per_class: int | None = None      # None: all 1,000 test images of each target class
+    batch_size: int = BATCH_SIZE
+    epochs: int = EPOCHS                   # equal optimizer steps for every method
+    lrs: tuple[float, ...] = LRS           # the grid every method is tuned on
+    decay: float = DECAY                   # discriminative rates: each earlier stage this much slower
+    tune_seed: int = TUNE_SEED
+    seeds: tuple[int, ...] = SEEDS
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    data_seed: int = 0
+
+
+FULL = MethodsRun()
+QUICK = replace(FULL, labels_per_class=16, val_per_class=8, test_per_class=40, epochs=5, seeds=(1, 2))
 
 NETWORKS = ("from scratch", "fine-tuning", "discriminative LRs", "gradual unfreezing")
 PROBE_VARIANTS = {f"probe: {b} backbone, {bn} BN, {f} features": (b, bn, f)
@@ -199,35 +217,44 @@ def _epochs(history: train.History) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # The run: tuning on seed TUNE_SEED, then the chosen rates on SEEDS; every run kept as a part
 # ---------------------------------------------------------------------------------------------
-def _key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def _slug(method: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in method).strip("-")
 
 
 class Parts:
-    """Finished runs, one JSON file each, named by stage, method, learning rate, seed and configuration."""
+    """Finished runs, kept by ``lib.experiments._runner`` one JSON file each, named by stage, method, learning
+    rate, seed and the configuration's hash."""
 
     def __init__(self, folder: Path, cfg: dict, commit: str):
-        self.folder, self.key, self.commit = folder, _key(cfg), commit
+        self.folder, self.config_key, self.commit = folder, config_key(cfg), commit
         folder.mkdir(parents=True, exist_ok=True)
 
+    def key(self, stage: str, method: str, lr: float, seed: int) -> str:
+        return f"{stage}-{_slug(method)}-lr{lr:g}-seed{seed}-{self.config_key}"
+
     def path(self, stage: str, method: str, lr: float, seed: int) -> Path:
-        return self.folder / f"{stage}-{_slug(method)}-lr{lr:g}-seed{seed}-{self.key}.json"
+        return self.folder / f"{self.key(stage, method, lr, seed)}.json"
 
     def get(self, stage: str, method: str, lr: float, seed: int) -> dict | None:
-        path = self.path(stage, method, lr, seed)
-        return json.loads(path.read_text()) if path.is_file() else None
+        return runner.finished(self.folder, self.key(stage, method, lr, seed))
 
     def put(self, stage: str, method: str, lr: float, seed: int, result: dict) -> dict:
         result = {"stage": stage, "method": method, "lr": lr, "seed": seed, **result, "trained_at_commit": self.commit}
-        path = self.path(stage, method, lr, seed)
-        tmp = path.with_suffix(".part")
-        tmp.write_text(json.dumps(result))
-        tmp.replace(path)
-        return result
+        return runner.keep(self.folder, self.key(stage, method, lr, seed), result)
+
+
+def _network_part(stage: str, method: str, lr: float, seed: int, common: dict) -> dict:
+    return {"stage": stage, "method": method, "lr": lr, "seed": seed,
+            **_network_run(method, lr, seed, final=stage == "final", **common)}
+
+
+def _networks(stage: str, todo: list[tuple[str, float, int]], parts: Parts, common: dict) -> list[dict]:
+    """The network runs ``todo`` (method, lr, seed), one after another in this process (they share the data
+    and the backbone), as parts of ``lib.experiments._runner``."""
+    return runner.run_parts("transfer_methods", [
+        Part(parts.key(stage, m, lr, seed), _network_part, (stage, m, lr, seed, common), resumable=False,
+             threads=None, label=f"{stage} {m} lr {lr:g} seed {seed}") for m, lr, seed in todo],
+        parts.folder.parent, workers=1)
 
 
 def _network_run(method: str, lr: float, seed: int, *, final: bool, cfg: dict, splits: data.Splits,
@@ -319,8 +346,6 @@ def _chosen(tuning: list[dict], method: str, lrs: list[float]) -> dict:
 
 
 def run(*, quick: bool, out_dir: Path) -> dict:
-    from lib.experiments import code_state, load
-
     cfg = QUICK if quick else FULL
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -338,31 +363,22 @@ def _run(cfg: dict, parts: Parts, load) -> dict:
     common = dict(cfg=cfg, splits=splits, sets=sets, backbone=backbone)
     lrs, s0 = cfg["lrs"], cfg["tune_seed"]
 
-    def network(stage: str, method: str, lr: float, seed: int) -> dict:
-        done = parts.get(stage, method, lr, seed)
-        if done is None:
-            done = parts.put(stage, method, lr, seed, _network_run(method, lr, seed, final=stage == "final", **common))
-            acc = "diverged" if done.get("val_acc") is None else f"val {done['val_acc']:.3f}"
-            test = f", test {done['test_acc']:.3f}" if "test_acc" in done else ""
-            print(f"  {method} lr {lr:g} seed {seed}: {acc}{test} ({done.get('train_seconds', 0):.0f} s)", flush=True)
-        return done
-
     print(f"tuning on seed {s0}: {len(lrs)} learning rates per method", flush=True)
     tuning = _probe_runs([(v, lr) for v in PROBE_VARIANTS for lr in lrs], s0, final=False, parts=parts, **common)
-    tuning += [network("tune", m, lr, s0) for m in NETWORKS for lr in lrs]
+    tuning += _networks("tune", [(m, lr, s0) for m in NETWORKS for lr in lrs], parts, common)
     chosen = {m: _chosen(tuning, m, lrs) for m in (*NETWORKS, *PROBE_VARIANTS)}
 
     print(f"final runs on seeds {cfg['seeds']} at the chosen rates", flush=True)
     runs = []
     for seed in cfg["seeds"]:
         runs += _probe_runs([(v, chosen[v]["lr"]) for v in PROBE_VARIANTS], seed, final=True, parts=parts, **common)
-        runs += [network("final", m, chosen[m]["lr"], seed) for m in NETWORKS]
-    shutil.rmtree(parts.folder)
+        runs += _networks("final", [(m, chosen[m]["lr"], seed) for m in NETWORKS], parts, common)
+    runner.remove_parts("transfer_methods", parts.folder.parent)
 
     names = {m: PROBES.get(m, m) for m in METHODS}  # the two headline probes are variants by another name
     net_steps = [r["train_seconds"] / r["steps"] for r in runs if r["method"] == "fine-tuning"]
     return {
-        "config": cfg,
+        "config": dict(cfg),  # tuples are written as lists
         "target": {"classes": list(transfer.TARGET_CLASSES),
                    "class_names": [data.CLASSES[c] for c in transfer.TARGET_CLASSES],
                    "train_images": len(training_draw(cfg, splits, s0)), "val_images": len(sets["val"]),

@@ -24,28 +24,51 @@ the record's provenance. ``--quick`` trains on 512 images for one epoch and two 
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from lib.data import CLASSES, fashion_mnist_loaders
+from lib.experiments import _runner as runner
 from lib.experiments._resume import fit_resumable
+from lib.experiments._runner import Config, Part, config_key
+from lib.models.base import init_weights, normal
 from lib.models.vgg import VGG
 from lib.train import evaluate, save_checkpoint, seed_everything
 
 # Two 3x3 convolutions per stage, as VGG's deeper columns; 28 -> 14 -> 7 (small_input drops the last pooling).
 CONFIG: tuple[int | str, ...] = (32, 32, "M", 64, 64, "M", 128, 128, "M")
 
-FULL = {"config": CONFIG, "batch_norm": True, "head": "gap_dropout", "train_subset": None, "val_subset": None,
-        "test_subset": None, "augment": True, "epochs": 5, "batch_size": 128, "optimizer": "adam", "lr": 2e-3,
-        "weight_decay": 0.0, "schedule": "cosine", "data_seed": 0, "seeds": (0, 1, 2), "checkpoint_seed": 0}
-QUICK = {**FULL, "train_subset": 512, "val_subset": 256, "test_subset": 256, "epochs": 1, "seeds": (0, 1)}
 
-# The chapter's live network and budget (the chapter imports this): half the width of CONFIG, 20,000 images.
+
+@dataclass(frozen=True)
+class FullRun(Config):
+    """Part 1: the wider network on all 55,000 training images, tested."""
+    config: tuple[int | str, ...] = CONFIG
+    batch_norm: bool = True
+    head: str = "gap_dropout"              # lib's small-input head
+    train_subset: int | None = None        # None: all 55,000
+    val_subset: int | None = None
+    test_subset: int | None = None
+    augment: bool = True                   # random flip, shift of up to 2 pixels
+    epochs: int = 5
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    data_seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    checkpoint_seed: int = 0               # whose weights are kept as vgg_fashion.pt
+
+
+FULL = FullRun()
+QUICK = replace(FULL, train_subset=512, val_subset=256, test_subset=256, epochs=1, seeds=(0, 1))
+
+# The chapter's live network and budget (the chapter imports this): half the width of CONFIG, 20,000 images. A
+# plain dict: the chapter reads it as one and compares it with the record's JSON.
 LIVE = {"config": (16, 16, "M", 32, 32, "M", 64, 64, "M"), "batch_norm": True, "heads": ("flatten", "gap", "gap_dropout"),
         "train_subset": 20_000, "val_subset": None, "augment": False, "epochs": 3, "batch_size": 64,
         "optimizer": "adam", "lr": 2e-3, "weight_decay": 0.0, "schedule": "cosine", "data_seed": 0,
@@ -73,20 +96,13 @@ def build_live(head: str, config: tuple[int | str, ...] = LIVE["config"]) -> VGG
         model.classifier = nn.Linear(channels, 10)                        # GAP, no dropout
     elif head != "gap_dropout":
         raise ValueError(f"head must be 'flatten', 'gap' or 'gap_dropout', got {head!r}")
-    for m in model.classifier.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+    init_weights(model.classifier, {nn.Linear: normal(0.01)})
     return model
 
 
 def build(cfg: dict) -> VGG:
     """The network of part 1 (``FULL`` or ``QUICK``)."""
     return build_live(cfg["head"], tuple(cfg["config"]))
-
-
-def _key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps(cfg, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
 def _per_class(model: nn.Module, loader) -> tuple[list[int], list[int]]:
@@ -135,22 +151,14 @@ def train_one(part: str, head: str, seed: int, cfg: dict, *, state_path: Path, o
     return result
 
 
-def _run_part(part: str, head: str, seed: int, cfg: dict, parts: Path, out_dir: Path) -> dict:
-    path = parts / f"{part}-{head}-seed{seed}-{_key(cfg)}.json"
-    needs_checkpoint = part == "full" and seed == cfg["checkpoint_seed"]
-    if path.is_file() and not (needs_checkpoint and not (out_dir / CHECKPOINT).is_file()):
-        print(f"{part} {head} seed {seed}: finished earlier ({path.name})", flush=True)
-        return json.loads(path.read_text())
-    state = path.with_suffix(".state.pt")
-    r = train_one(part, head, seed, cfg, state_path=state, out_dir=out_dir)
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(r))
-    tmp.replace(path)
-    state.unlink(missing_ok=True)
-    test = f", test acc {r['test_accuracy']:.4f}" if "test_accuracy" in r else ""
-    print(f"{part} {head} seed {seed}: val acc {r['val_accuracy']:.4f}{test}, {r['train_seconds']:.0f} s "
-          f"({r['images_per_s']:.0f} images/s)", flush=True)
-    return r
+def _part(part: str, head: str, seed: int, cfg: dict, out_dir: Path) -> Part:
+    checkpoint = out_dir / CHECKPOINT if part == "full" and seed == cfg["checkpoint_seed"] else None
+    return Part(f"{part}-{head}-seed{seed}-{config_key(cfg)}", _train_part, (part, head, seed, cfg, out_dir),
+                label=f"{part} {head} seed {seed}", artifact=checkpoint, threads=None)
+
+
+def _train_part(part: str, head: str, seed: int, cfg: dict, out_dir: Path, *, state_path: Path) -> dict:
+    return train_one(part, head, seed, cfg, state_path=state_path, out_dir=out_dir)
 
 
 def _plain(cfg: dict) -> dict:
@@ -160,14 +168,14 @@ def _plain(cfg: dict) -> dict:
 def run(*, quick: bool, out_dir: Path) -> dict:
     cfg, live = (QUICK, LIVE_QUICK) if quick else (FULL, LIVE)
     out_dir = Path(out_dir)
-    parts = out_dir / "vgg_fashion.parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    full_runs = [_run_part("full", cfg["head"], s, cfg, parts, out_dir) for s in cfg["seeds"]]
-    head_runs = [_run_part("heads", h, s, live, parts, out_dir) for h in live["heads"] for s in live["seeds"]]
-    shutil.rmtree(parts)
+    done = runner.run_parts("vgg_fashion", [_part("full", cfg["head"], s, cfg, out_dir) for s in cfg["seeds"]]
+                            + [_part("heads", h, s, live, out_dir) for h in live["heads"] for s in live["seeds"]],
+                            out_dir, workers=1)  # one after another, each with all the threads, as the record was made
+    full_runs, head_runs = done[:len(cfg["seeds"])], done[len(cfg["seeds"]):]
+    runner.remove_parts("vgg_fashion", out_dir)
     kept = next(r for r in full_runs if r["seed"] == cfg["checkpoint_seed"])
     return {
-        "config": _plain(cfg),
+        "config": cfg.plain(),
         "runs": full_runs,
         "params": kept["params"], "train_images": kept["train_images"], "test_images": kept["test_images"],
         "checkpoint": CHECKPOINT, "checkpoint_seed": cfg["checkpoint_seed"],

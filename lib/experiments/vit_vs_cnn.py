@@ -31,12 +31,8 @@ for 20 steps on 256 and 512 images with two seeds and a two-value grid.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing
-import os
-import shutil
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -45,31 +41,36 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lib import analysis
 from lib.data import fashion_mnist_loaders
+from lib.experiments import _runner as runner
+from lib.experiments._runner import Config, Part, config_key
 from lib.models import build
-from lib.train import evaluate, fit, make_optimizer, make_scheduler, save_checkpoint, seed_everything
+from lib.train import TrainState, evaluate, fit, make_optimizer, make_scheduler, save_checkpoint, seed_everything
 
 MODELS = {"vit_tiny_28": ("ViT (vit_tiny_28)", {}), "simple_cnn": ("CNN (simple_cnn, width 32)", {"width": 32})}
-FULL = {
-    "sizes": (1_000, 4_000, 16_000, 55_000),   # nested random subsets of the 55,000 training images
-    "seeds": (0, 1, 2),
-    "steps": 1_200,                            # optimiser steps of every run, whatever the size
-    "log_every": 100,                          # running training loss and accuracy every 100 steps (and a saved state)
-    "batch_size": 64,
-    "optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine",
-    "warmup_steps": 120,                       # linear warm-up from lr/10 over the first 10% of the steps
-    "lr_grid": (3e-4, 1e-3, 3e-3),             # the same three rates for both models
-    "tune_size": 4_000, "tune_seed": 0,        # where the rate is chosen, by validation accuracy
-    "val_subset": None,                        # the whole 5,000-image validation split
-    "test_subset": None,                       # all 10,000 test images
-    "train_eval_images": 5_000,                # eval-mode training accuracy on the first min(n, 5,000) training images
-    "data_seed": 0,                            # the subsets and the split (fixed); seeds change only init and order
-}
-QUICK = {**FULL, "sizes": (256, 512), "seeds": (0, 1), "steps": 20, "log_every": 10, "warmup_steps": 2,
-         "lr_grid": (1e-3, 3e-3), "tune_size": 256, "val_subset": 500, "test_subset": 500, "train_eval_images": 256}
+@dataclass(frozen=True)
+class SweepRun(Config):
+    sizes: tuple[int, ...] = (1_000, 4_000, 16_000, 55_000)  # nested random subsets of the 55,000 training images
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 1_200                          # optimiser steps of every run, whatever the size
+    log_every: int = 100                        # running training loss and accuracy every 100 steps (and a saved state)
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    weight_decay: float = 0.05
+    schedule: str = "cosine"
+    warmup_steps: int = 120                     # linear warm-up from lr/10 over the first 10% of the steps
+    lr_grid: tuple[float, ...] = (3e-4, 1e-3, 3e-3)  # the same three rates for both models
+    tune_size: int = 4_000                      # where the rate is chosen, by validation accuracy
+    tune_seed: int = 0
+    val_subset: int | None = None               # the whole 5,000-image validation split
+    test_subset: int | None = None              # all 10,000 test images
+    train_eval_images: int = 5_000              # eval-mode training accuracy on the first min(n, 5,000) training images
+    data_seed: int = 0                          # the subsets and the split (fixed); seeds change only init and order
+
+
+FULL = SweepRun()
+QUICK = replace(FULL, sizes=(256, 512), seeds=(0, 1), steps=20, log_every=10, warmup_steps=2, lr_grid=(1e-3, 3e-3),
+                tune_size=256, val_subset=500, test_subset=500, train_eval_images=256)
 CHECKPOINT = "vit_tiny_fmnist.pt"
-# What one run depends on besides (model, size, seed, learning rate): a part made with other values is not reused.
-RUN_KEYS = ("steps", "log_every", "batch_size", "optimizer", "weight_decay", "schedule", "warmup_steps",
-            "val_subset", "test_subset", "train_eval_images", "data_seed")
 
 
 def batch_order(n: int, steps: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
@@ -96,27 +97,19 @@ def train_steps(model: nn.Module, dataset: Dataset, order: torch.Tensor, *, lr: 
         raise ValueError(f"stop_after={stop_after} must be a multiple of log_every={every} within {steps} steps")
     opt = make_optimizer(model, cfg["optimizer"], lr, cfg["weight_decay"])
     sched = make_scheduler(opt, steps, schedule=cfg["schedule"], warmup_steps=cfg["warmup_steps"])
-    opt.register_step_post_hook(lambda *args: sched.step())
-    curve, resumes = [], 0
-    if state_path is not None and Path(state_path).is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        curve, resumes = state["curve"], state["resumes"] + 1
-        torch.set_rng_state(state["torch_rng"])
+    state = TrainState(model, opt, sched)
+    if state_path is not None:
+        state.load(state_path)
+    curve = state.history.epochs  # one row per log_every steps
     for start in range(len(curve) * every, end, every):
         batches = DataLoader(Subset(dataset, order[start:start + every].flatten().tolist()),
                              batch_size=order.shape[1], shuffle=False)  # exactly these batches, in this order
         cpu = time.process_time()
-        row = fit(model, batches, None, epochs=1, lr=lr, optimizer=opt, schedule=None, progress=False).epochs[0]
+        row = fit(model, batches, None, epochs=1, lr=lr, optimizer=opt, scheduler=sched, progress=False).epochs[0]
         curve.append({"step": start + every, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
-                      "seconds": row["seconds"], "cpu_seconds": time.process_time() - cpu, "resumes": resumes})
+                      "seconds": row["seconds"], "cpu_seconds": time.process_time() - cpu, "resumes": state.resumes})
         if state_path is not None:
-            tmp = Path(state_path).with_suffix(".part")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                        "curve": curve, "resumes": resumes, "torch_rng": torch.get_rng_state()}, tmp)
-            tmp.replace(state_path)
+            state.save(state_path)
     return curve
 
 
@@ -155,13 +148,13 @@ def train_one(arch: str, n: int, seed: int, lr: float, cfg: dict, *, state_path:
     return model, result
 
 
-def _key(cfg: dict) -> str:
-    return hashlib.sha1(json.dumps({k: cfg[k] for k in RUN_KEYS}, sort_keys=True).encode()).hexdigest()[:12]
+def _key(job: tuple[str, int, int, float], cfg: dict) -> str:
+    arch, n, seed, lr = job
+    return f"{arch}-n{n}-seed{seed}-lr{lr:g}-{config_key(cfg)}"
 
 
 def _part_path(parts: Path, job: tuple[str, int, int, float], cfg: dict) -> Path:
-    arch, n, seed, lr = job
-    return parts / f"{arch}-n{n}-seed{seed}-lr{lr:g}-{_key(cfg)}.json"
+    return parts / f"{_key(job, cfg)}.json"
 
 
 def _keeps_checkpoint(job: tuple[str, int, int, float], cfg: dict) -> bool:
@@ -169,48 +162,27 @@ def _keeps_checkpoint(job: tuple[str, int, int, float], cfg: dict) -> bool:
     return arch == "vit_tiny_28" and n == max(cfg["sizes"]) and seed == cfg["seeds"][0]
 
 
-def _train_job(args: tuple) -> dict:
-    job, cfg, parts, out_dir, commit = args
-    path = _part_path(parts, job, cfg)
-    checkpoint = Path(out_dir) / CHECKPOINT
-    if path.is_file() and not (_keeps_checkpoint(job, cfg) and not checkpoint.is_file()):
-        return json.loads(path.read_text())
+def _train_cell(job: tuple[str, int, int, float], cfg: dict, checkpoint: Path | None, *, state_path: Path) -> dict:
+    """One cell of the sweep, its model saved to ``checkpoint`` when there is one."""
     arch, n, seed, lr = job
-    state = path.with_suffix(".state.pt")
-    try:
-        model, r = train_one(arch, n, seed, lr, cfg, state_path=state, threads=1)
-    except Exception as e:  # noqa: BLE001 - reported now, and the run goes on with the other cells
-        print(f"{arch} n={n} seed {seed} lr {lr:g}: FAILED: {type(e).__name__}: {e}", flush=True)
-        return {"arch": arch, "train_images": n, "seed": seed, "lr": lr, "error": f"{type(e).__name__}: {e}"}
-    r["trained_at_commit"] = commit
-    if _keeps_checkpoint(job, cfg):
+    model, r = train_one(arch, n, seed, lr, cfg, state_path=state_path)
+    if checkpoint is not None:
         save_checkpoint(checkpoint, model, meta={
             "model": arch, "model_kwargs": MODELS[arch][1], "train_images": n, "seed": seed, "lr": lr,
             "steps": r["steps"], "epochs_seen": r["epochs_seen"], "test_acc": r["test_acc"],
             "test_correct": r["test_correct"], "test_images": r["test_images"],
             "made_by": "python -m lib.experiments vit_vs_cnn"})
-    tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(r))
-    tmp.replace(path)
-    state.unlink(missing_ok=True)
-    print(f"{arch:>12} n={n:>6,} seed {seed} lr {lr:g}: train {r['train_acc']:.3f} val {r['val_acc']:.3f} "
-          f"test {r['test_acc']:.3f}, {r['train_seconds']:.0f} s ({r['images_per_s']:.0f} images/s)", flush=True)
     return r
 
 
-def _run_jobs(jobs: list[tuple], cfg: dict, parts: Path, out_dir: Path, commit: str, workers: int) -> list[dict]:
-    args = [(job, cfg, parts, out_dir, commit) for job in jobs]
-    if workers > 1 and len(jobs) > 1:
-        with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            done = pool.map(_train_job, args, chunksize=1)
-    else:
-        done = [_train_job(a) for a in args]
-    failed = [f"{r['arch']} n={r['train_images']} seed {r['seed']} lr {r['lr']:g}: {r['error']}"
-              for r in done if "error" in r]
-    if failed:
-        raise RuntimeError(f"{len(failed)} run(s) failed ({'; '.join(failed)}); the finished ones are kept in "
-                           f"{parts}: run the same command again to train the rest")
-    return done
+def _run_cells(jobs: list[tuple[str, int, int, float]], cfg: dict, out_dir: Path) -> list[dict]:
+    parts = []
+    for job in jobs:
+        checkpoint = Path(out_dir) / CHECKPOINT if _keeps_checkpoint(job, cfg) else None
+        arch, n, seed, lr = job
+        parts.append(Part(_key(job, cfg), _train_cell, (job, cfg, checkpoint), artifact=checkpoint,
+                          label=f"{arch} n={n} seed {seed} lr {lr:g}"))
+    return runner.run_parts("vit_vs_cnn", parts, out_dir)
 
 
 def choose_lr(tuning: list[dict]) -> dict[str, float]:
@@ -225,26 +197,19 @@ def choose_lr(tuning: list[dict]) -> dict[str, float]:
 def run(*, quick: bool, out_dir: Path) -> dict:
     cfg = QUICK if quick else FULL
     out_dir = Path(out_dir)
-    parts = out_dir / "vit_vs_cnn.parts"
-    parts.mkdir(parents=True, exist_ok=True)
-    from lib.experiments import code_state
-
-    commit = code_state()["commit"]
-    workers = int(os.environ.get("CNN_COURSE_WORKERS", min(4, os.cpu_count() or 1)))
+    workers = runner.default_workers()
     # 1. The learning rate of each model, from the same grid, by validation accuracy at one size and seed.
-    tune_jobs = [(arch, cfg["tune_size"], cfg["tune_seed"], lr) for arch in MODELS for lr in cfg["lr_grid"]]
-    tuning = _run_jobs(tune_jobs, cfg, parts, out_dir, commit, workers)
+    tuning = _run_cells([(arch, cfg["tune_size"], cfg["tune_seed"], lr) for arch in MODELS for lr in cfg["lr_grid"]],
+                        cfg, out_dir)
     chosen = choose_lr(tuning)
     # 2. The sweep with the chosen rates; the tuning run of the chosen rate is the cell (tune_size, tune_seed).
-    sweep_jobs = [(arch, n, seed, chosen[arch]) for n in sorted(cfg["sizes"], reverse=True) for seed in cfg["seeds"]
-                  for arch in MODELS]
-    runs = _run_jobs(sweep_jobs, cfg, parts, out_dir, commit, workers)
-    shutil.rmtree(parts)
+    runs = _run_cells([(arch, n, seed, chosen[arch]) for n in sorted(cfg["sizes"], reverse=True)
+                       for seed in cfg["seeds"] for arch in MODELS], cfg, out_dir)
+    runner.remove_parts("vit_vs_cnn", out_dir)
     runs = sorted(runs, key=lambda r: (r["train_images"], list(MODELS).index(r["arch"]), r["seed"]))
     tuning = [{k: r[k] for k in ("model", "arch", "lr", "train_acc", "val_acc", "test_acc", "train_seconds")}
               for r in sorted(tuning, key=lambda r: (list(MODELS).index(r["arch"]), r["lr"]))]
-    listed = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
-    return {"config": listed, "models": {arch: label for arch, (label, _) in MODELS.items()},
+    return {"config": cfg.plain(), "models": {arch: label for arch, (label, _) in MODELS.items()},
             "tuning": tuning, "chosen_lr": chosen, "runs": runs, "test_images": runs[0]["test_images"],
             "val_images": runs[0]["val_images"], "workers": workers, "threads_per_worker": 1,
             "checkpoint": CHECKPOINT, "artifacts": [CHECKPOINT]}

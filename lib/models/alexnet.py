@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch
 from lib.models.registry import register_model
+from lib.models.base import ImageClassifier
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def output_size(config: Sequence[Conv | str], size: int) -> int:
     return size
 
 
-class AlexNet(nn.Module):
+class AlexNet(ImageClassifier):
     """``features`` -> ``avgpool`` -> ``classifier`` (dropout and ReLU between the fully connected layers).
 
     PyTorch's default initialisation throughout, as torchvision (the 2012 paper drew the weights from
@@ -109,15 +109,12 @@ class AlexNet(nn.Module):
                 "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.classifier)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
+        self.check_input(x)
         return self.features(x)  # (N, 256, 6, 6) at 224x224; (N, 256, 3, 3) at 32x32 with small_input
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # (N, 256 * 6 * 6), or (N, 256) with small_input
         return self.classifier(x)  # (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(twin="alexnet")

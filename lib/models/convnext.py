@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch
 from lib.models.blocks import ConvNeXtBlock, LayerNorm2d
 from lib.models.registry import register_model
+from lib.models.base import ImageClassifier, init_weights, trunc_normal
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ CONVNEXTS: dict[str, ConvNeXtConfig] = {
 LayerNorm = functools.partial(LayerNorm2d, eps=1e-6)  # channels-first, as between the stages
 
 
-class ConvNeXt(nn.Module):
+class ConvNeXt(ImageClassifier):
     """stem (patchify + LayerNorm) -> [stage, downsampling] x 3 -> stage -> global pooling -> LayerNorm -> linear.
 
     (N, C, H, W) -> forward_features -> (N, widths[-1], H/32, W/32) (H/16 with small_input) -> (N, num_classes).
@@ -87,11 +87,7 @@ class ConvNeXt(nn.Module):
     def _init_weights(self) -> None:
         """The paper's (and torchvision's) scheme: convolutions and linear layers truncated-normal with
         std 0.02, zero biases; LayerNorm = identity; layer scale 1e-6 (set by the blocks)."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_weights(self, {(nn.Conv2d, nn.Linear): trunc_normal(0.02)})
 
     def stages(self) -> dict[str, nn.Module]:
         """``stem``, ``stage1`` .. ``stage4`` (stages 2-4 begin with their downsampling layer), ``head``
@@ -101,14 +97,11 @@ class ConvNeXt(nn.Module):
                 "head": nn.Sequential(self.avgpool, self.classifier)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
+        self.check_input(x)
         return self.features(x)  # (N, widths[-1], H/32, W/32); H/16 with small_input
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.avgpool(x))  # (N, C, 1, 1) -> LayerNorm, flatten -> (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _convnext(name: str, num_classes: int, in_channels: int, small_input: bool,

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lib.checks import check_image_batch
 from lib.models.blocks import DenseBlock, Transition
 from lib.models.registry import register_model
+from lib.models.base import ImageClassifier, init_weights, kaiming_fan_in, norm_identity, zero_bias
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ DENSENETS: dict[str, DenseNetConfig] = {
 }
 
 
-class DenseNet(nn.Module):
+class DenseNet(ImageClassifier):
     """``features`` (stem, dense blocks and transitions, final BN) -> ReLU -> global pooling -> ``classifier``.
 
     (N, C, H, W) -> forward_features -> (N, F, H/32, W/32) (H/8 with small_input) -> (N, num_classes).
@@ -86,14 +86,7 @@ class DenseNet(nn.Module):
 
     def _init_weights(self) -> None:
         """torchvision's scheme: Kaiming-normal (fan_in) convolutions, BN = identity, zero classifier bias."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights(self, {nn.Conv2d: kaiming_fan_in, nn.BatchNorm2d: norm_identity, nn.Linear: zero_bias})
 
     def stages(self) -> dict[str, nn.Module]:
         """``stem``, ``denseblock1``, ``transition1``, ..., ``denseblock4`` (with the final BN and ReLU),
@@ -109,14 +102,11 @@ class DenseNet(nn.Module):
         return out
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
+        self.check_input(x)
         return F.relu(self.features(x), inplace=True)  # (N, F, H/32, W/32); H/8 with small_input
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))  # (N, F) -> (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _densenet(name: str, num_classes: int, in_channels: int, small_input: bool, drop_rate: float) -> DenseNet:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch
 from lib.models.blocks import ConvBNAct, MBConv, Norm, make_divisible
 from lib.models.registry import register_model
+from lib.models.base import ImageClassifier, init_weights, kaiming_fan_out, norm_identity, uniform_fan_out
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def compound_scale(stages: Sequence[MBConvStage], *, width: float, depth: float)
     )
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(ImageClassifier):
     """stem (3x3, stride 2) -> MBConv stages -> 1x1 conv to ``4 * c_last`` -> global pooling -> dropout -> linear.
 
     (N, C, H, W) -> features -> (N, 1280 * width, H/32, W/32) -> avgpool/flatten (N, 1280 * width) -> (N, classes)
@@ -130,18 +130,7 @@ class EfficientNet(nn.Module):
     def _init_weights(self) -> None:
         """The official scheme: Kaiming-normal (fan_out) convolutions, BN = identity, and the classifier
         uniform in +-1/sqrt(num_classes)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                r = 1.0 / math.sqrt(m.out_features)
-                nn.init.uniform_(m.weight, -r, r)
-                nn.init.zeros_(m.bias)
+        init_weights(self, {nn.Conv2d: kaiming_fan_out, nn.BatchNorm2d: norm_identity, nn.Linear: uniform_fan_out})
 
     def stages(self) -> dict[str, nn.Module]:
         """``stem`` (``features.0``), ``features.1`` .. ``features.7`` (the MBConv stages of Table 1),
@@ -150,14 +139,11 @@ class EfficientNet(nn.Module):
                 "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.classifier)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
+        self.check_input(x)
         return self.features(x)  # (N, 1280 * width, H/32, W/32); H/16 with small_input
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(x), 1))  # (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _size(name: str) -> tuple[int, int, int]:

@@ -40,9 +40,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch
 from lib.models.blocks import BasicConv2d, Inception, InceptionAux
 from lib.models.registry import register_model
+from lib.models.base import ImageClassifier, init_weights, norm_identity, trunc_normal
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class GoogLeNetHead(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(ImageClassifier):
     """stem -> inception3a, 3b -> pool -> inception4a .. 4e -> pool -> inception5a, 5b -> avg pool -> dropout -> fc.
 
     (N, C, H, W) -> forward_features -> (N, 1024, H/32, W/32) (H/8 with small_input) -> (N, num_classes).
@@ -156,12 +156,7 @@ class GoogLeNet(nn.Module):
     def _init_weights(self) -> None:
         """torchvision's scheme: convolutions and linear layers truncated-normal (std 0.01, cut at +-2),
         BN = identity."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, {(nn.Conv2d, nn.Linear): trunc_normal(0.01, bias=False), nn.BatchNorm2d: norm_identity})
 
     def stages(self) -> dict[str, nn.Module]:
         """``stem``, ``inception3`` .. ``inception5`` (each with the pooling after it), ``head`` (with the
@@ -175,7 +170,7 @@ class GoogLeNet(nn.Module):
                 "head": GoogLeNetHead(self)}
 
     def _features(self, x: torch.Tensor, with_aux: bool):
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
+        self.check_input(x)
         if self.transform_input:
             x = renormalize_input(x)
         x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))  # (N, 192, H/8, W/8)

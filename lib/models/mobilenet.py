@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch
 from lib.models.blocks import Act, ConvBNAct, InvertedResidual, InvertedResidualV3, Norm
 from lib.models.registry import register_model
+from lib.models.base import ImageClassifier, init_weights, kaiming_fan_out, normal, norm_identity
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ MOBILENET_V3: dict[str, MobileNetV3Config] = {
 NONLINEARITIES: dict[str, Act] = {"RE": nn.ReLU, "HS": nn.Hardswish}
 
 
-class MobileNet(nn.Module):
+class MobileNet(ImageClassifier):
     """``features`` (stem, one entry per block, last 1x1 convolution) -> global pooling -> ``classifier``.
 
     ``stage_ends``: the index in ``features`` of the last block of each stage (for ``stages()``);
@@ -134,17 +134,7 @@ class MobileNet(nn.Module):
     def _init_weights(self) -> None:
         """torchvision's scheme for both: Kaiming-normal (fan_out) convolutions, BN = identity, N(0, 0.01) linear
         layers, zero biases."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self, {nn.Conv2d: kaiming_fan_out, nn.BatchNorm2d: norm_identity, nn.Linear: normal(0.01)})
 
     def stages(self) -> dict[str, nn.Module]:
         """``stem``, ``stage1`` .. , ``last_conv``, ``head`` (see ``lib.models.registry``)."""
@@ -155,14 +145,11 @@ class MobileNet(nn.Module):
                 "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.classifier)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
+        self.check_input(x)
         return self.features(x)  # (N, F, H/32, W/32); H/16 with small_input
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(x), 1))  # (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def make_mobilenet_v2(rows: Sequence[BottleneckRow] = MOBILENET_V2, *, num_classes: int = 1000, in_channels: int = 3,

@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch
 from lib.models.blocks import BasicBlock, Bottleneck, block_expansion, make_stage
 from lib.models.registry import register_model, require_small_input
+from lib.models.base import ImageClassifier, init_weights, kaiming_fan_out, norm_identity
 
 # He et al. 2015, Table 1: the block and the number of blocks in each of the four stages.
 RESNETS: dict[str, tuple[type[nn.Module], tuple[int, ...]]] = {
@@ -43,7 +43,7 @@ CIFAR_WIDTHS = (16, 32, 64)
 STEMS = ("imagenet", "cifar", "small")  # "small" is another name for the CIFAR stem
 
 
-class ResNet(nn.Module):
+class ResNet(ImageClassifier):
     """stem -> ``layer1`` .. ``layerK`` -> global average pooling -> ``fc``.
 
     Stage ``i`` has ``layers[i]`` blocks and ``widths[i] * block.expansion`` output channels; every stage
@@ -86,12 +86,7 @@ class ResNet(nn.Module):
         """He et al.'s scheme: Kaiming-normal (fan_out) convolutions, BN = identity; optionally the last BN
         of every residual branch starts at zero (Goyal et al. 2017), so each block starts as the identity.
         The ``fc`` layer keeps PyTorch's default initialisation, as in torchvision."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, {nn.Conv2d: kaiming_fan_out, (nn.BatchNorm2d, nn.GroupNorm): norm_identity})
         if zero_init_residual:
             for name in self.stage_names:
                 for blk in getattr(self, name):
@@ -108,7 +103,7 @@ class ResNet(nn.Module):
                 "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.fc)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
+        self.check_input(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4), or (N, widths[0], H, W)
         for name in self.stage_names:
             x = getattr(self, name)(x)
@@ -116,9 +111,6 @@ class ResNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))  # (N, C) -> (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _resnet(name: str, num_classes: int, in_channels: int, small_input: bool, zero_init_residual: bool) -> ResNet:

@@ -57,12 +57,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch
-from lib.data import MEAN, STD
+from lib.counting import count_macs, count_params
+from lib.data import BACKGROUND
 from lib.models.blocks import LayerNorm2d
+from lib.models.base import ImageClassifier, init_weights, kaiming_fan_out, norm_identity
 
 PAD_TO = 32
-BACKGROUND = (0.0 - MEAN) / STD  # a black pixel after lib.data's normalisation
 
 
 @dataclass(frozen=True)
@@ -211,12 +211,14 @@ class RoadmapBlock(nn.Module):
         return self.out_act(self.shortcut(x) + self.branch(x))
 
 
-class RoadmapNet(nn.Module):
+class RoadmapNet(ImageClassifier):
     """pad to 32x32 -> stem -> four stages (with the downsampling the config says) -> pooling -> [norm] -> linear.
 
     (N, in_channels, 28, 28) -> (N, num_classes); ``stages_[i]`` holds stage i + 1 (its downsampling layer first
     when downsampling is separate).
     """
+
+    min_size = 16  # the stem and three downsamplings after the padding to 32x32
 
     def __init__(self, cfg: RoadmapConfig, *, num_classes: int = 10, in_channels: int = 1, name: str = "roadmap"):
         super().__init__()
@@ -246,14 +248,7 @@ class RoadmapNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, {nn.Conv2d: kaiming_fan_out, (nn.BatchNorm2d, nn.LayerNorm): norm_identity})
 
     @staticmethod
     def pad(x: torch.Tensor) -> torch.Tensor:
@@ -262,7 +257,7 @@ class RoadmapNet(nn.Module):
         return nn.functional.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2), value=BACKGROUND)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=16)
+        self.check_input(x)
         x = self.pad(x)  # (N, C, 32, 32) from 28x28
         x = self.stem(x)  # (N, widths[0], 16, 16)
         for stage in self.stages_:
@@ -271,9 +266,6 @@ class RoadmapNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.head_norm(self.pool(x)), 1))  # (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def roadmap_net(step: str | RoadmapConfig, *, num_classes: int = 10, in_channels: int = 1) -> RoadmapNet:
@@ -288,8 +280,6 @@ def roadmap_net(step: str | RoadmapConfig, *, num_classes: int = 10, in_channels
 def roadmap_table(steps: Sequence[str] = tuple(ROADMAP), input_size=(1, 1, 28, 28)):
     """One row per step: what changed, parameters and MACs (counted by lib.analysis), the paper's top-1."""
     import pandas as pd
-
-    from lib.analysis import count_macs, count_params
 
     rows, previous = [], None
     for step in steps:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch
 from lib.models.registry import register_model, require_small_input
+from lib.models.base import ImageClassifier
 
 
-class SimpleCNN(nn.Module):
+class SimpleCNN(ImageClassifier):
     """Three conv-BN-ReLU stages (the first two followed by 2x2 pooling), global average pooling, a linear classifier.
 
     (N, C, 28, 28) -> conv 3x3 -> (N, w, 28, 28)   -> pool -> (N, w, 14, 14)
@@ -43,14 +43,11 @@ class SimpleCNN(nn.Module):
                 "head": nn.Sequential(self.pool, nn.Flatten(1), self.fc)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
+        self.check_input(x)
         return self.features(x)  # (N, 4w, H/4, W/4)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(x).flatten(1))  # (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model(small_only=True, input_size=(1, 28, 28))

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch
 from lib.models.registry import register_model
+from lib.models.base import ImageClassifier, init_weights, kaiming_fan_out, normal, norm_identity
 
 # Simonyan & Zisserman 2015, Table 1, columns A (11 layers), B (13), D (16), E (19).
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
@@ -44,7 +44,7 @@ def make_features(config: Sequence[int | str], *, in_channels: int = 3, batch_no
     return nn.Sequential(*layers)
 
 
-class VGG(nn.Module):
+class VGG(ImageClassifier):
     """``features`` -> ``avgpool`` -> ``classifier``.
 
     (N, C, 224, 224) -> features -> (N, 512, 7, 7) -> avgpool (7x7) -> flatten (N, 25088) -> classifier (N, classes)
@@ -73,26 +73,7 @@ class VGG(nn.Module):
 
     def _init_weights(self) -> None:
         """torchvision's scheme: Kaiming-normal (fan_out) convolutions, BN = identity, N(0, 0.01) linear layers."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def stages(self) -> dict[str, nn.Module]:
-        """``conv1`` .. ``conv5`` (the paper's groups of 3x3 convolutions, each with the pooling that
-        ends it), ``head`` (see ``lib.models.registry``)."""
-        cuts = [i + 1 for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
-        if cuts[-1] != len(self.features):  # the small form's last group has no pooling
-            cuts.append(len(self.features))
-        starts = [0, *cuts[:-1]]
-        return {**{f"conv{k + 1}": self.features[a:b] for k, (a, b) in enumerate(zip(starts, cuts))},
-                "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.classifier)}
+        init_weights(self, {nn.Conv2d: kaiming_fan_out, nn.BatchNorm2d: norm_identity, nn.Linear: normal(0.01)})
 
     def stages(self) -> dict[str, nn.Module]:
         """``conv1`` .. ``conv5`` (the paper's groups of 3x3 convolutions, each with the pooling that
@@ -105,15 +86,12 @@ class VGG(nn.Module):
                 "head": nn.Sequential(self.avgpool, nn.Flatten(1), self.classifier)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.min_size)
+        self.check_input(x)
         return self.features(x)  # (N, 512, H/32, W/32); H/16 with small_input
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # (N, 512 * 7 * 7), or (N, 512) with small_input
         return self.classifier(x)  # (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _vgg(name: str, batch_norm: bool, num_classes: int, in_channels: int, small_input: bool) -> VGG:

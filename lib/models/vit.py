@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lib.checks import check_image_batch, shape_str
+from lib.checks import shape_str
 from lib.models.blocks import EncoderBlock, MultiheadSelfAttention
 from lib.models.registry import register_model, require_small_input
+from lib.models.base import ImageClassifier, init_weights, norm_identity
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Encoder(nn.Module):
         return self.ln(self.layers(self.dropout(x + self.pos_embedding)))
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ImageClassifier):
     """(N, C, H, W) -> patches (N, D, H/P, W/P) -> tokens (N, L, D) with L = HW/P^2 + 1 -> encoder
     -> class token (N, D) -> head (N, num_classes)."""
 
@@ -90,6 +91,10 @@ class VisionTransformer(nn.Module):
     # The sizes are read from the config, stored once.
     @property
     def image_size(self) -> int:
+        return self.cfg.image_size
+
+    @property
+    def min_size(self) -> int:  # the input check's minimum: the size it was built for
         return self.cfg.image_size
 
     @property
@@ -119,10 +124,7 @@ class VisionTransformer(nn.Module):
                 if isinstance(m, nn.Linear):
                     nn.init.xavier_uniform_(m.weight)
                     nn.init.normal_(m.bias, std=1e-6)
-        for m in self.modules():
-            if isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self, {nn.LayerNorm: norm_identity})
         nn.init.zeros_(self.heads.head.weight)
         nn.init.zeros_(self.heads.head.bias)
 
@@ -137,7 +139,7 @@ class VisionTransformer(nn.Module):
                 **layers, "head": ClassTokenHead(self.heads)}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_batch(x, model=self.name, in_channels=self.in_channels, min_size=self.image_size)
+        self.check_input(x)
         if x.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(f"{self.name} was built for {self.image_size}x{self.image_size} images (its position "
                              f"embeddings have one entry per patch), got input shape {shape_str(x)}: resize the "
@@ -150,9 +152,6 @@ class VisionTransformer(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads(x[:, 0])  # class token (N, D) -> (N, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 class PatchEmbedding(nn.Module):
