@@ -47,7 +47,7 @@ def sandbox_banner():
     try:
         sandbox.check()
     except sandbox.SandboxUnavailable as e:
-        raise SystemExit(f"The grader runs every submission in a sandbox, and the sandbox cannot run here: {e}")
+        raise SystemExit(f"The grader runs every submission in a sandbox, and the sandbox cannot run here: {e}") from None
     yield
 
 

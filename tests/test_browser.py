@@ -504,7 +504,7 @@ def test_keyboard_reaches_and_opens_the_answers(browser, site, entry):
         first = page.locator("#check-your-understanding .admonition.dropdown").first
         body = first.locator(":scope > :not(.admonition-title)").first
         assert not body.is_visible()
-        for presses in range(1, 1500):
+        for presses in range(1, 1500):  # noqa: B007 (the count is printed after the loop)
             page.keyboard.press("Tab")
             if page.evaluate("() => !!document.activeElement.closest('#check-your-understanding .dropdown')"):
                 break

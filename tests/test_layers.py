@@ -19,9 +19,10 @@ LIB = ROOT / "lib"
 # Bottom to top. A module may import modules of its own layer or below, never above.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("lib", "lib.checks", "lib.book", "lib.data", "lib.train", "lib.stats", "lib.records",
-                     "lib.counting", "lib.scratch", "lib.plot", "lib.gradients", "lib.leaderboard")),
+                     "lib.counting", "lib.scratch", "lib.plot", "lib.gradients", "lib.leaderboard", "lib.tuning",
+                     "lib.baseline", "lib._versions")),
     ("models", ("lib.models",)),
-    ("analysis", ("lib.analysis",)),
+    ("analysis", ("lib.analysis", "lib.explain")),
     ("transfer and experiments", ("lib.transfer", "lib.experiments")),
 )
 

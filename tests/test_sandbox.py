@@ -327,6 +327,7 @@ def _copy_course(target: Path) -> Path:
 
 def test_grading_works_in_a_course_under_tmp_in_a_path_with_a_space():
     """The sandbox's /tmp is mounted before the course's binds: a clone under /tmp (its lib and data too) grades."""
+    import os
     import shutil
     import subprocess
     import tempfile
