@@ -17,13 +17,14 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Clea
                                     GetGrades, IgnorePattern, LimitOutput, OverwriteCells, OverwriteKernelspec,
                                     SaveAutoGrades)
 
+from grader.judge import HiddenCases, JudgeReports
 from grader.preprocessors import GuardCells, HideHiddenTests, TruncateOutputs
 from grader.sandbox import SandboxedExecute
 
 
 def configure(c) -> None:
     """Fill the traitlets config ``c`` (``get_config()`` in nbgrader_config.py)."""
-    # The kernels that run hidden tests import grader.checks from the course root.
+    # Kernels started without the sandbox (SANDBOX=off) import the course's lib from the course root.
     root = str(Path(__file__).resolve().parents[1])
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:
@@ -53,8 +54,10 @@ def configure(c) -> None:
     c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells,
                                           GuardCells, CheckCellMetadata]
     # Every kernel that runs a submission starts in the sandbox (grader/sandbox.py); SANDBOX=off turns it off.
-    c.Autograde.autograde_preprocessors = [SandboxedExecute, TruncateOutputs, IgnorePattern, ClearMetadataPreprocessor,
-                                           LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    # HiddenCases writes this run's hidden cases into the test cells; JudgeReports decides them from what the
+    # kernel reported, in this process (grader/judge.py).
+    c.Autograde.autograde_preprocessors = [HiddenCases, SandboxedExecute, JudgeReports, TruncateOutputs, IgnorePattern,
+                                           ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     # ---- feedback: what the student sees, without the hidden tests
     c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
 

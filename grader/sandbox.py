@@ -5,8 +5,8 @@ feedback) runs outside and talks to it over ZeroMQ IPC sockets in a directory bo
 that purpose. Inside, the kernel sees:
 
 * read-only: the system (``/usr``, ``/etc``'s few files that programs need), the Python installation and
-  the virtual environment, the course's ``lib``, its data, and of the grader only ``grader/checks`` (what
-  hidden tests run), at ``/opt/grader``;
+  the virtual environment, the course's ``lib`` and its data; nothing of the grader (its checks judge the
+  kernel's reports in the grader's own process: ``grader/judge.py``);
 * writable: a private copy of that one submission's folder and a private ``/tmp``, both size-capped tmpfs;
 * nothing else: not the gradebook, ``submitted/``, other students' work, ``solutions/``, the rest of the
   grader, the course root or the instructor's home;
@@ -39,8 +39,6 @@ from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, Execute
 from nbgrader.validator import Validator
 from traitlets import List, Type
 
-GRADER = Path(__file__).resolve().parent  # this grader package (its checks are bound into the sandbox)
-CHECKS_ROOT = "/opt/grader"               # where they are inside: /opt/grader/grader/checks
 HOME = "/home/student"
 
 
@@ -163,7 +161,7 @@ class Sandbox:
         return os.geteuid() == 0
 
     def _read_only(self) -> list[Path]:
-        """What the kernel may read: the system, Python, the environment, the course's lib, data and checks."""
+        """What the kernel may read: the system, Python, the environment, the course's lib and data."""
         paths = [Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc/alternatives",
                                    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/fonts",
                                    "/etc/localtime", "/etc/ssl/certs", "/etc/mime.types", "/etc/matplotlibrc")]
@@ -183,7 +181,7 @@ class Sandbox:
         from lib.data import cache_dir
 
         env.update({"HOME": HOME, "USER": "student", "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-                    "PYTHONPATH": f"{CHECKS_ROOT}:{lib_dir().parent}", "TMPDIR": "/tmp",
+                    "PYTHONPATH": str(lib_dir().parent), "TMPDIR": "/tmp",
                     "MPLCONFIGDIR": "/tmp/matplotlib", "CNN_COURSE_DATA": str(cache_dir()),
                     "PYTHONDONTWRITEBYTECODE": "1", "LANG": env.get("LANG", "C.UTF-8"),
                     # ipykernel's "launched by a client" flag (it then prints no console banner); its parent
@@ -212,9 +210,6 @@ class Sandbox:
                 bwrap += ["--perms", "0755", "--dir", str(d)]
         for p in read_only:
             bwrap += ["--ro-bind", str(p), str(p)]
-        bwrap += ["--perms", "0755", "--dir", CHECKS_ROOT, "--perms", "0755", "--dir", f"{CHECKS_ROOT}/grader",
-                  "--ro-bind", str(GRADER / "__init__.py"), f"{CHECKS_ROOT}/grader/__init__.py",
-                  "--ro-bind", str(GRADER / "checks"), f"{CHECKS_ROOT}/grader/checks"]
         bwrap += ["--proc", "/proc", "--dev", "/dev", "--size", str(64 << 20), "--tmpfs", "/dev/shm",
                   "--size", str(lim.tmp_size), "--tmpfs", "/tmp",
                   "--size", str(lim.work_size), "--tmpfs", HOME,
