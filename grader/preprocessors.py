@@ -96,10 +96,11 @@ class HideHiddenTests(ClearHiddenTests):
     min_secret_chars = Integer(20, help="Lines of hidden tests at least this long are looked for in outputs").tag(config=True)
 
     def preprocess(self, nb, resources):
-        self._secret = {line.strip() for cell in nb.cells if cell.cell_type == "code" and is_grade(cell)
-                        and self.begin_test_delimeter in cell.source
-                        for line in cell.source.split(self.begin_test_delimeter, 1)[1].splitlines()
-                        if len(line.strip()) >= self.min_secret_chars}
+        code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+        public = "\n".join(source.split(self.begin_test_delimeter, 1)[0] for source in code)  # what the student has
+        self._secret = {line.strip() for source in code if self.begin_test_delimeter in source
+                        for line in source.split(self.begin_test_delimeter, 1)[1].splitlines()
+                        if len(line.strip()) >= self.min_secret_chars and line.strip() not in public}
         return super().preprocess(nb, resources)
 
     def _quotes(self, out) -> bool:

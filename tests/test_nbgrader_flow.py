@@ -230,7 +230,7 @@ def test_shipped_files_are_not_copied(graded):
 
 def _messages(graded, student: str, assignment: str) -> list[str]:
     cells = _cells_of(graded, student, assignment)
-    return ([o["evalue"] for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    return ([f"{o['ename']}: {o['evalue']}" for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
             + [line for c in cells for line in _summary(c).splitlines() if "FAILED" in line])
 
 
@@ -270,13 +270,16 @@ def test_feedback_shows_no_hidden_test(graded):
     source, not this run's cases, not a traceback line quoting it, not a cell's print of `In`
     (leaks-hidden-tests)."""
     assert grade.feedback(graded.root) == 0
-    hidden_lines = set()
+    hidden_lines, public = set(), set()  # lines only the hidden parts have (not `with torch.no_grad():`)
     for a in ASSIGNMENTS:
         for cell in json.loads((ROOT / "solutions" / a / f"{a}.ipynb").read_text())["cells"]:
             source = "".join(cell["source"])
-            if "### BEGIN HIDDEN TESTS" in source:
-                part = source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
-                hidden_lines |= {line.strip() for line in part.splitlines() if len(line.strip()) > 20}
+            visible, _, part = source.partition("### BEGIN HIDDEN TESTS")
+            public |= {line.strip() for line in visible.splitlines()}
+            hidden_lines |= {line.strip() for line in part.split("### END HIDDEN TESTS")[0].splitlines()
+                             if len(line.strip()) > 20}
+    public_text = "\n".join(public)
+    hidden_lines = {line for line in hidden_lines if line not in public_text}
     assert len(hidden_lines) > 30
     pages = list((graded.root / "feedback").glob("*/*/*.html"))
     assert len(pages) > 20

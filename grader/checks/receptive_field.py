@@ -25,8 +25,6 @@ from grader.checks.base import fail, ok
 from grader.judge import Cell, Check, check
 from lib.analysis import model_stages
 from lib.models.blocks import make_shortcut
-from lib.models.branching import branching_model
-from lib.models.resnet import ResNet
 from lib.scratch import output_size, pair
 
 # Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill 2019, Table 1:

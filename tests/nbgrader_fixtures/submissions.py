@@ -411,10 +411,16 @@ threading.Thread(target=_forge, daemon=True).start()
 
 
 def attacks(course: Course, *, guarded: bool = True) -> list[Submission]:
-    """One submission per class of attack on the hidden tests; expected 0 on the cells each targets (here every
-    cell but the five points of a correct MixedPool2d in `leaks-hidden-tests`)."""
+    """One submission per class of attack on the hidden tests; expected 0 on the cells each targets (every cell,
+    but the five points of a correct MixedPool2d in `leaks-hidden-tests`, and with the guard on the honest partial
+    points of `patched-report`'s answer once its patch is disabled)."""
     a, prefix = "mixed_pooling", "" if guarded else "unguarded-"
-    blank, five = course.exercise(a), deserved(a, {"mixed_pool"})
+    five = deserved(a, {"mixed_pool"})
+    # patched-report with the guard on: its patch is disabled, and its answer earns its honest partial points
+    honest_visible_only = deserved(a, {"mixed_pool"}, lost={"test_mixed_fixed": (3, 5), "test_mixed_learnable": (2, 5)})
+
+    def blank() -> dict:  # a fresh copy: _insert_after changes the notebook it is given
+        return course.exercise(a)
 
     def flagged(n: int) -> int:
         return n if guarded else 0
@@ -423,7 +429,7 @@ def attacks(course: Course, *, guarded: bool = True) -> list[Submission]:
         return course.solved(a, {"mixed_pool"}, replace={"mixed_pool": replace})
     subs = [
         Submission(prefix + "input-transformer", a, "a 7-line cell registering an IPython input transformer that empties "
-                   "every test cell, in a blank notebook", _insert_after(blank, "setup", INPUT_TRANSFORMER, "t"),
+                   "every test cell, in a blank notebook", _insert_after(blank(), "setup", INPUT_TRANSFORMER, "t"),
                    expected=0.0, disabled=flagged(1)),
         Submission(prefix + "tensor-subclass", a, "zeros returned as a tensor subclass whose __torch_function__ makes "
                    "torch.allclose agree", wrong(AGREEABLE_SUBCLASS), expected=0.0, disabled=flagged(1)),
@@ -431,13 +437,13 @@ def attacks(course: Course, *, guarded: bool = True) -> list[Submission]:
                    "objects claim torch's file name, and zeros as the answer",
                    _insert_after(wrong(), "setup", FAKE_CODE_OBJECT, "t"), expected=0.0, disabled=flagged(1)),
         Submission(prefix + "fake-grader-on-path", a, "a fake grader package written to a folder put first on sys.path",
-                   _insert_after(blank, "setup", FAKE_GRADER_ON_PATH, "t"), expected=0.0, disabled=flagged(1)),
+                   _insert_after(blank(), "setup", FAKE_GRADER_ON_PATH, "t"), expected=0.0, disabled=flagged(1)),
         Submission(prefix + "forged-reports", a, "a post_run_cell event that shows a forged report after every cell",
-                   _insert_after(blank, "setup", FORGED_EVENT, "t"), expected=0.0, disabled=flagged(1)),
+                   _insert_after(blank(), "setup", FORGED_EVENT, "t"), expected=0.0, disabled=flagged(1)),
         Submission(prefix + "patched-report", a, "lib.report.plain replaced so that every report is forged, with an "
                    "answer that passes the visible tests", _insert_after(wrong(MIXED_POOL_VISIBLE_ONLY), "setup",
                                                                          PATCHED_REPORT, "t"),
-                   expected=0.0, disabled=flagged(1)),
+                   expected=honest_visible_only if guarded else 0.0, disabled=flagged(1)),
     ]
     if not guarded:
         return subs
@@ -447,9 +453,9 @@ def attacks(course: Course, *, guarded: bool = True) -> list[Submission]:
         Submission("trick-in-time-magic", a, "the fake code objects inside an allowed %%time cell magic",
                    _insert_after(wrong(), "setup", "%%time\n" + FAKE_CODE_OBJECT, "t"), expected=0.0, disabled=1),
         Submission("swallowed-failures", a, "a custom exception handler that swallows the tests' failures, blank answers",
-                   _insert_after(blank, "setup", SWALLOWED_FAILURES, "t"), expected=0.0, disabled=1),
+                   _insert_after(blank(), "setup", SWALLOWED_FAILURES, "t"), expected=0.0, disabled=1),
         Submission("forged-by-thread", a, "a thread that shows forged reports while the tests run, blank answers",
-                   _insert_after(blank, "setup", FORGED_BY_THREAD, "t"), expected=0.0),
+                   _insert_after(blank(), "setup", FORGED_BY_THREAD, "t"), expected=0.0, disabled=1),
         Submission("leaks-hidden-tests", a, "a correct MixedPool2d, and a last cell printing `In` and the files it can "
                    "see", _append(course.solved(a, {"mixed_pool"}), LEAK_HIDDEN, "leak"), expected=five),
     ]
