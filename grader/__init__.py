@@ -5,8 +5,9 @@ student release (``make student-release``) leaves out and that no student enviro
 that release, Binder) can import:
 
 ==========================  ==========================================================================
-``grader.checks``           what hidden tests run inside the kernel: references, hidden-case generators,
-                            the checks, and the run-time integrity checks (``grader.checks.integrity``)
+``grader.checks``           the judges, one module per assignment: hidden cases, references, and the
+                            checks of what a test cell reported
+``grader.judge``            writing the hidden cases into the test cells, and judging their reports
 ``grader.scan``             the source scan: what in a submitted cell modifies the grading environment
 ``grader.preprocessors``    nbgrader preprocessors: the guard, the output caps, feedback without hidden tests
 ``grader.sanitize``         outputs and answers made inert and capped; the feedback pages' security policy
@@ -21,6 +22,6 @@ that release, Binder) can import:
 ``grader.cli``              ``python -m grader ...``: the commands behind the Makefile's instructor targets
 ==========================  ==========================================================================
 
-Only ``grader/__init__.py`` (this file, which imports nothing) and ``grader/checks`` are visible inside a
-sandboxed kernel: hidden tests need them, and nothing else of the grader.
+Nothing of the grader is visible inside a sandboxed kernel: a hidden test cell runs the student's code on
+the hidden cases and reports the results as plain data (``lib.report``); the grader judges them here.
 """

@@ -19,6 +19,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Clea
 
 from grader.cells import LooseCopies, RestoreCells
 from grader.feedback import GetGradesPending
+from grader.judge import HiddenCases, JudgeReports
 from grader.preprocessors import GuardCells, HideHiddenTests, TruncateOutputs
 from grader.sanitize import CapOutputs, InertOutputs
 from grader.sandbox import SandboxedExecute
@@ -26,7 +27,7 @@ from grader.sandbox import SandboxedExecute
 
 def configure(c) -> None:
     """Fill the traitlets config ``c`` (``get_config()`` in nbgrader_config.py)."""
-    # The kernels that run hidden tests import grader.checks from the course root.
+    # Kernels started without the sandbox (SANDBOX=off) import the course's lib from the course root.
     root = str(Path(__file__).resolve().parents[1])
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:
@@ -57,8 +58,11 @@ def configure(c) -> None:
     c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, LooseCopies, OverwriteKernelspec, RestoreCells,
                                           GuardCells, CheckCellMetadata]
     # Every kernel that runs a submission starts in the sandbox (grader/sandbox.py); SANDBOX=off turns it off.
-    c.Autograde.autograde_preprocessors = [SandboxedExecute, TruncateOutputs, IgnorePattern, ClearMetadataPreprocessor,
-                                           LimitOutput, CapOutputs, InertOutputs,  # grader/sanitize.py
+    # HiddenCases writes this run's hidden cases into the test cells; JudgeReports decides them from what the
+    # kernel reported, in this process (grader/judge.py); CapOutputs and InertOutputs (grader/sanitize.py) leave
+    # only capped, inert outputs for the gradebook, the formgrader and the feedback.
+    c.Autograde.autograde_preprocessors = [HiddenCases, SandboxedExecute, JudgeReports, TruncateOutputs, IgnorePattern,
+                                           ClearMetadataPreprocessor, LimitOutput, CapOutputs, InertOutputs,
                                            SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
     # ---- the Formgrader typesets math with the course's MathJax (grader/templates/formgrade/mathjax.html.j2; `make lab`
     #      serves it under /static/), not MathJax 2 from a CDN; nbgrader's own templates stay second in line

@@ -1,10 +1,11 @@
 """The course's nbgrader preprocessors, beside nbgrader's own (``grader.config`` puts them in order).
 
-- :class:`GuardCells` (autograde, before anything runs) disables the submitted cells that modify the grading
-  environment or use a tool their answer may not use;
+- :class:`GuardCells` (autograde, before anything runs) disables the submitted cells that the own-work rules
+  do not allow (``grader.scan``); the hidden tests themselves are judged outside the kernel (``grader.judge``);
 - :class:`TruncateOutputs` (autograde, after the run) caps what a cell may print;
 - :class:`HideHiddenTests` (feedback) removes the hidden tests from what the student sees: their source, and
-  the lines of tracebacks that quote it, so hidden cases cannot be read off the feedback.
+  every output that quotes it (a traceback, or a cell that printed ``In``), so hidden cases cannot be read off
+  the feedback.
 """
 from __future__ import annotations
 
@@ -12,21 +13,21 @@ import re
 
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_locked
+from nbformat.v4 import new_output
 from traitlets import Integer
 
 from grader.scan import FORBIDDEN_CALLS, imported_names, scan_source
 
 
 class GuardCells(NbGraderPreprocessor):
-    """Disable the submitted cells that modify the grading environment, before the notebook runs.
+    """Disable the submitted cells that the own-work rules do not allow, before the notebook runs.
 
-    A submission runs in the same kernel as the tests that grade it, so it could patch them: replace a
-    check, redefine ``torch.allclose``, or rewrite the test cells' code with IPython's input transformers
-    before they run. :func:`grader.scan.scan_source` reads every cell a student could edit (cells nbgrader
-    does not restore from the gradebook) and finds such code, and the tools a solution cell may not use for
-    its answer (:data:`grader.scan.FORBIDDEN_CALLS`); this preprocessor replaces each flagged cell by one that
-    raises an error naming the lines, so the notebook still runs, the student keeps the points of everything
-    else, and the instructor reads why in the feedback.
+    :func:`grader.scan.scan_source` reads every cell a student could edit (cells nbgrader does not restore
+    from the gradebook), magics' bodies included, and finds the dynamic tricks (computed imports, ``exec``,
+    import hooks, input transformers, replaced attributes of torch or builtins) and the tools a solution cell
+    may not use (:data:`grader.scan.FORBIDDEN_CALLS`). Each flagged cell is replaced by one that raises an
+    error naming the lines, so it scores nothing through the tests that need it, the rest of the notebook
+    still runs, and the student reads why in the feedback. Advisory: the judge decides from the results.
     """
 
     def preprocess(self, nb, resources):  # `--GuardCells.enabled=False` turns it off (to test the other defences)
@@ -39,10 +40,8 @@ class GuardCells(NbGraderPreprocessor):
             findings = [] if trusted else scan_source(cell.source, foreign, rules.get(meta.get("grade_id")))
             if findings:
                 student = resources.get("nbgrader", {}).get("student", "?")
-                self.log.warning("Disabling a cell of %s that modifies the grading environment: %s",
-                                 student, "; ".join(map(str, findings)))
-                message = ("The autograder did not run this cell because it modifies the grading environment "
-                           "or uses a tool its answer may not use: " + "; ".join(map(str, findings))
+                self.log.warning("Disabling a cell of %s: %s", student, "; ".join(map(str, findings)))
+                message = ("The autograder did not run this cell: " + "; ".join(map(str, findings))
                            + ". Ask your instructor if you think this is a mistake.")
                 original = "\n".join("# " + line for line in cell.source.splitlines())
                 cell.source = f"raise RuntimeError({message!r})\n\n# The cell as submitted:\n{original}"
@@ -86,24 +85,40 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class HideHiddenTests(ClearHiddenTests):
-    """Feedback shows a test cell's visible part only, and a failed test by its message alone.
+    """Feedback shows a test cell's visible part only, and no output that quotes a hidden test.
 
-    nbgrader's feedback copies the autograded notebook, hidden tests included; an IPython traceback quotes
-    the lines around the failure, so even with the source removed the hidden cases (shapes, seeds) would be
-    readable. This keeps the error's name and message, which the checks write for the student.
+    nbgrader's feedback copies the autograded notebook, hidden tests included, and this run's hidden cases are
+    written in them (``grader.judge.HiddenCases``). An IPython traceback quotes the lines around a failure, and
+    a cell can print ``In`` (every cell's source); so every output of every cell that contains a line of a
+    hidden test is replaced by a note. The judge's list of checks (its own output) stays.
     """
 
+    min_secret_chars = Integer(20, help="Lines of hidden tests at least this long are looked for in outputs").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+        public = "\n".join(source.split(self.begin_test_delimeter, 1)[0] for source in code)  # what the student has
+        self._secret = {line.strip() for source in code if self.begin_test_delimeter in source
+                        for line in source.split(self.begin_test_delimeter, 1)[1].splitlines()
+                        if len(line.strip()) >= self.min_secret_chars and line.strip() not in public}
+        return super().preprocess(nb, resources)
+
+    def _quotes(self, out) -> bool:
+        texts = [out.get("text", ""), out.get("evalue", ""), "\n".join(out.get("traceback", []))]
+        texts += [v for v in out.get("data", {}).values() if isinstance(v, str)]
+        text = _ANSI.sub("", "\n".join(t if isinstance(t, str) else "".join(t) for t in texts))
+        return any(line in text for line in self._secret)
+
     def preprocess_cell(self, cell, resources, cell_index):
-        if cell.cell_type != "code" or not is_grade(cell) or self.begin_test_delimeter not in cell.source:
-            return super().preprocess_cell(cell, resources, cell_index)
-        visible = set(cell.source.split(self.begin_test_delimeter, 1)[0].splitlines())
-        secret = [line.strip() for line in cell.source.splitlines()
-                  if line.strip() and line not in visible and len(line.strip()) > 3]
-        cell, resources = super().preprocess_cell(cell, resources, cell_index)
-        cell.source = cell.source.rstrip() + "\n# (hidden tests ran here; they are not shown)"
-        for out in cell.get("outputs", []):
-            if out.output_type == "error":
-                text = _ANSI.sub("", "\n".join(out.traceback))
-                if any(line in text for line in secret):  # the traceback quotes the hidden tests
-                    out.traceback = [f"{out.ename}: {_ANSI.sub('', out.evalue)}"]
+        if cell.cell_type == "code" and is_grade(cell) and self.begin_test_delimeter in cell.source:
+            cell, resources = super().preprocess_cell(cell, resources, cell_index)
+            cell.source = cell.source.rstrip() + "\n# (hidden tests ran here; they are not shown)"
+        else:
+            cell, resources = super().preprocess_cell(cell, resources, cell_index)
+        for i, out in enumerate(cell.get("outputs", [])):
+            if out.output_type == "error" and self._quotes(out):
+                out.traceback = [f"{out.ename}: {_ANSI.sub('', out.evalue)}"]
+            if self._quotes(out):
+                cell.outputs[i] = new_output("stream", name="stdout",
+                                             text="[output removed by the autograder: it quoted the hidden tests]\n")
         return cell, resources

@@ -6,8 +6,8 @@ of the sandbox's own, which the grader reaches through the sandbox's root (``/pr
 Inside, the kernel sees:
 
 * read-only: the system (``/usr``, ``/etc``'s few files that programs need), the Python installation and
-  the virtual environment, the course's ``lib``, its data, and of the grader only ``grader/checks`` (what
-  hidden tests run), at ``/opt/grader``;
+  the virtual environment, the course's ``lib`` and its data; nothing of the grader (its checks judge the
+  kernel's reports in the grader's own process: ``grader/judge.py``);
 * writable: a private copy of that one submission's folder and a private ``/tmp``, both size-capped tmpfs;
 * nothing else: not the gradebook, ``submitted/``, other students' work, ``solutions/``, the rest of the
   grader, the course root or the instructor's home;
@@ -50,8 +50,7 @@ from traitlets import List, Type
 
 from grader.cgroup import CgroupUnavailable, Scope
 
-GRADER = Path(__file__).resolve().parent  # this grader package (its checks are bound into the sandbox)
-CHECKS_ROOT = "/opt/grader"               # where they are inside: /opt/grader/grader/checks
+GRADER = Path(__file__).resolve().parent  # this grader package: nothing of it is bound into the sandbox
 HOME = "/home/student"
 IPC = "/ipc"   # inside: the kernel's connection file and sockets, on a tmpfs of its own (Limits.ipc_size)
 
@@ -227,7 +226,7 @@ class Sandbox:
         return os.geteuid() == 0
 
     def _read_only(self) -> list[Path]:
-        """What the kernel may read: the system, Python, the environment, the course's lib, data and checks."""
+        """What the kernel may read: the system, Python, the environment, the course's lib and data."""
         paths = [Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc/alternatives",
                                    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/fonts",
                                    "/etc/localtime", "/etc/ssl/certs", "/etc/mime.types", "/etc/matplotlibrc")]
@@ -247,7 +246,7 @@ class Sandbox:
         from lib.data import cache_dir
 
         env.update({"HOME": HOME, "USER": "student", "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-                    "PYTHONPATH": f"{CHECKS_ROOT}:{lib_dir().parent}", "TMPDIR": "/tmp",
+                    "PYTHONPATH": str(lib_dir().parent), "TMPDIR": "/tmp",
                     "MPLCONFIGDIR": "/tmp/matplotlib", "CNN_COURSE_DATA": str(cache_dir()),
                     "PYTHONDONTWRITEBYTECODE": "1", "LANG": env.get("LANG", "C.UTF-8"),
                     # ipykernel's "launched by a client" flag (it then prints no console banner); its parent
@@ -283,8 +282,8 @@ class Sandbox:
                 "--size", str(lim.work_size), "--tmpfs", HOME]
 
     def _binds(self) -> list[str]:
-        """The folders above each read-only path, the read-only paths, the checks, the submission and the
-        kernel's connection file."""
+        """The folders above each read-only path, the read-only paths, the submission and the kernel's connection
+        file (nothing of the grader: its checks judge the kernel's reports outside, grader/judge.py)."""
         read_only = self._read_only()
         mounted = {Path(p) for p in ("/proc", "/dev", "/dev/shm", "/tmp", IPC, HOME, Path(HOME).parent)}
         parents = sorted({a for p in read_only for a in p.parents if a != Path("/")} - mounted,
@@ -295,9 +294,6 @@ class Sandbox:
                 args += ["--perms", "0755", "--dir", str(d)]
         for p in read_only:
             args += ["--ro-bind", str(p), str(p)]
-        args += ["--perms", "0755", "--dir", CHECKS_ROOT, "--perms", "0755", "--dir", f"{CHECKS_ROOT}/grader",
-                 "--ro-bind", str(GRADER / "__init__.py"), f"{CHECKS_ROOT}/grader/__init__.py",
-                 "--ro-bind", str(GRADER / "checks"), f"{CHECKS_ROOT}/grader/checks"]
         args += ["--ro-bind", str(self.submission), "/submission"]
         if self.connection_file is not None:
             args += ["--ro-bind", str(self.connection_file), f"{IPC}/kernel.json"]

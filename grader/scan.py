@@ -1,67 +1,69 @@
-"""The autograder's tripwire: what in a submitted cell modifies the grading environment, read without running it.
+"""The own-work rules, read from a submitted cell's source without running it, in one pass over its syntax tree.
 
 ``GuardCells`` (``grader.preprocessors``) calls :func:`scan_source` on every cell a student could edit and
-disables the flagged ones before the notebook runs. It is a tripwire, not a sandbox (the sandbox is
-``grader.sandbox``): it sees through IPython magics but not through arbitrary obfuscation, so every
-dynamic way in (exec, eval, __import__, getattr on modules' dunders, importlib) is itself on the list, and
-the run-time checks (``grader.checks.integrity``) back it up. Per assignment, :data:`FORBIDDEN_CALLS` also
-names tools a solution cell must not call for its answer.
+disables the flagged ones before the notebook runs: "... is not allowed in an answer: write the computation
+directly". It reads through IPython's syntax (magics become calls; the bodies of the allowed ``%time``,
+``%%time``, ``%timeit`` and ``%%timeit`` are scanned like any other code) and flags the dynamic ways to change
+what runs (computed imports, ``exec``/``eval``, import hooks, writes to ``sys.modules``/``sys.path``,
+``settrace``, IPython's input transformers and events, replacing attributes of imported modules such as torch,
+numpy or builtins, overriding torch's dispatch), and per assignment the tools an answer may not use
+(:data:`FORBIDDEN_CALLS`). It is advisory: the judge (``grader.judge``) decides from the hidden cases'
+results, computed in the grader's process, whatever the scan missed.
 """
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from grader.checks.integrity import critical_functions
-
-# The scan: what in a student's cell modifies the grading environment. It is a tripwire, not a sandbox
-# (see book/instructors.md): it reads the code without running it, so it sees through IPython magics but
-# not through arbitrary obfuscation; every dynamic way in (exec, eval, __import__, getattr on modules'
-# dunders, importlib) is itself on the list.
 _FORBIDDEN_MODULES = {"builtins", "importlib", "ctypes", "gc", "IPython", "ipykernel", "jupyter_client",
                       "nbgrader", "nbformat", "nbclient", "subprocess", "signal", "shutil", "pty", "runpy",
                       "code", "codeop", "sysconfig", "site", "atexit", "pkgutil", "marshal", "pickle", "zipimport",
-                      "grader"}
-_FORBIDDEN_NAMES = {"get_ipython": "uses IPython's machinery", "__builtins__": "touches Python's builtins",
-                    "__import__": "imports dynamically", "exec": "executes generated code",
-                    "eval": "evaluates generated code", "compile": "compiles generated code",
-                    "breakpoint": "stops in the debugger", "globals": "edits the namespace dynamically",
-                    "vars": "edits a namespace dynamically"}
+                      "grader", "pydoc", "inspect", "dill", "cloudpickle"}
+_FORBIDDEN_NAMES = {"get_ipython": "IPython's machinery (`get_ipython`)", "__builtins__": "Python's builtins",
+                    "__import__": "a computed import (`__import__`)", "exec": "`exec`", "eval": "`eval`",
+                    "compile": "`compile`", "breakpoint": "the debugger", "globals": "`globals()`",
+                    "vars": "`vars()`", "locals": "`locals()`"}
 _FORBIDDEN_ATTRS = {
-    "__code__", "__globals__", "__closure__", "__builtins__", "__defaults__", "__kwdefaults__",
-    "__subclasses__", "__bases__", "__setattr__", "__delattr__", "__getattribute__", "__import__",
+    "__code__", "__globals__", "__closure__", "__builtins__", "__defaults__", "__kwdefaults__", "__wrapped__",
+    "__subclasses__", "__bases__", "__class__", "__setattr__", "__delattr__", "__getattribute__", "__import__",
     "f_globals", "f_locals", "f_back", "f_builtins", "tb_frame", "gi_frame", "cr_frame",
-    "meta_path", "path_hooks", "path_importer_cache", "settrace", "setprofile", "addaudithook",
+    "meta_path", "path_hooks", "path_importer_cache", "settrace", "setprofile", "addaudithook", "set_trace",
     "_exit", "kill", "killpg", "abort", "popen", "fork", "forkpty", "execv", "execve", "execl", "execlp",
     "execvp", "spawnv", "spawnl", "posix_spawn", "write_text", "write_bytes", "rmtree", "removedirs",
     "chmod", "symlink_to", "hardlink_to", "input_transformers_cleanup", "input_transformers_post",
-    "ast_transformers", "showtraceback", "displayhook", "excepthook",
+    "ast_transformers", "showtraceback", "displayhook", "excepthook", "events", "register_magic_function",
 }
-# Common method names that are only suspicious on an imported module: os.remove, not my_list.remove.
+# Method names that are only suspicious on an imported module: os.remove, sys.path.append, not my_list.remove.
 _FOREIGN_ONLY_ATTRS = {"__dict__", "modules", "remove", "unlink", "rename", "replace", "rmdir", "system"}
-_ALLOWED_MAGICS = {"matplotlib", "time", "timeit", "config"}
-_CRITICAL_ATTR_NAMES = {name.rsplit(".", 1)[-1] for name in critical_functions()} | {
-    "empirical_receptive_field", "count_params", "count_macs", "assert_untampered", "fashion_mnist_loaders",
-    "fit", "seed_everything"}
+_DISPATCH = {"__torch_function__", "__torch_dispatch__", "__instancecheck__", "__subclasscheck__"}
+_ALLOWED_MAGICS = {"matplotlib", "time", "timeit"}
+_MAGIC_BODIES = {"time", "timeit"}  # their line or body is Python code, scanned like the cell
+_CRITICAL_ATTR_NAMES = {"allclose", "isclose", "equal", "max_pool2d", "avg_pool2d", "conv2d", "unfold", "lp_pool2d",
+                        "empirical_receptive_field", "count_params", "count_macs", "fashion_mnist_loaders", "fit",
+                        "seed_everything", "isinstance", "load_state_dict", "parameters", "state_dict"}
+_ALLOWED_MODULE_ATTR_PREFIXES = ("torch.backends.", "plt.rcParams", "matplotlib.rcParams", "pd.options.")
+_IPYTHON_SYNTAX = re.compile(r"^\s*[%!]|\?\s*$", re.MULTILINE)
 
-# assignment -> solution cell -> {tool: why the answer may not call it}
+# assignment -> solution cell -> {tool: why the answer may not use it}
+_TORCHVISION = {"torchvision": "is the implementation the exercise asks you to write"}
 FORBIDDEN_CALLS: dict[str, dict[str, dict[str, str]]] = {
     "receptive_field": {"calculator": {
         "empirical_receptive_field": "measures the field by back-propagation instead of computing it",
         "linearised_copy": "belongs to the measurement, not to the computation",
     }},
+    "resnet_variants": {"preact": _TORCHVISION, "wrn": _TORCHVISION, "resnext": _TORCHVISION},
 }
-_ALLOWED_MODULE_ATTR_PREFIXES = ("torch.backends.", "plt.rcParams", "matplotlib.rcParams", "pd.options.")
 
 
 @dataclass(frozen=True)
 class Finding:
     line: int
-    message: str
+    what: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
+        return f"line {self.line}: {self.what} is not allowed in an answer: write the computation directly"
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -77,9 +79,22 @@ def _dotted(node: ast.AST) -> str | None:
     return None
 
 
+def _parse(source: str) -> ast.AST | None:
+    if _IPYTHON_SYNTAX.search(source):  # magics, shell escapes, help: IPython turns them into calls
+        from IPython.core.inputtransformer2 import TransformerManager
+        try:
+            source = TransformerManager().transform_cell(source)
+        except Exception:  # noqa: BLE001 - IPython cannot run it either: nothing to scan
+            return None
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None  # it will fail when it runs; nothing to scan
+
+
 def imported_names(sources: Sequence[str]) -> set[str]:
     """The names that ``import`` statements bind anywhere in ``sources`` (modules, their classes, functions)."""
-    names = set()
+    names: set[str] = set()
     for source in sources:
         tree = _parse(source)
         for node in ast.walk(tree) if tree is not None else ():
@@ -90,110 +105,146 @@ def imported_names(sources: Sequence[str]) -> set[str]:
     return names
 
 
-def _parse(source: str) -> ast.AST | None:
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
-        source = TransformerManager().transform_cell(source)
-    except Exception:  # pragma: no cover - IPython is always there in the course's environment
-        pass
-    try:
-        return ast.parse(source)
-    except (SyntaxError, ValueError):
-        return None  # it will fail when it runs; nothing to scan
+class _Scan(ast.NodeVisitor):
+    """One visit of a cell's tree; ``findings`` collects what is not allowed, with its line."""
+
+    def __init__(self, foreign: set[str], tools: Mapping[str, str], line_offset: int = 0):
+        self.foreign, self.tools, self.offset = foreign, tools, line_offset
+        self.findings: list[Finding] = []
+
+    def flag(self, node: ast.AST, what: str) -> None:
+        self.findings.append(Finding(getattr(node, "lineno", 1) + self.offset, what))
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self._imports(node, [a.name for a in node.names])
+        self.foreign.update((a.asname or a.name).split(".")[0] for a in node.names)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        self._imports(node, [node.module or ""])
+        self.foreign.update(a.asname or a.name for a in node.names)
+        for a in node.names:
+            if a.name in self.tools:
+                self.flag(node, f"`{a.name}` (it {self.tools[a.name]})")
+
+    def _imports(self, node: ast.AST, modules: list[str]) -> None:
+        for module in modules:
+            if module.split(".")[0] in _FORBIDDEN_MODULES:
+                self.flag(node, f"importing `{module}`")
+            elif module.split(".")[0] in self.tools:
+                self.flag(node, f"`{module}` (it {self.tools[module.split('.')[0]]})")
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        dotted = _dotted(node.value) if isinstance(node.value, (ast.Name, ast.Attribute)) else None
+        if dotted and dotted.split(".")[0] in self.foreign:  # t = torch: t is foreign too
+            self.foreign.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        for target in node.targets:
+            self._target(target, "replacing")
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._target(node.target, "changing")
+        self.generic_visit(node)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._target(node.target, "replacing")
+        self.generic_visit(node)
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for target in node.targets:
+            self._target(target, "deleting")
+        self.generic_visit(node)
+
+    def _target(self, target: ast.AST, verb: str) -> None:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for t in target.elts:
+                self._target(t, verb)
+        elif isinstance(target, ast.Attribute):
+            dotted = _dotted(target) or target.attr
+            root = dotted.split(".")[0]
+            if root in self.foreign and not dotted.startswith(_ALLOWED_MODULE_ATTR_PREFIXES):
+                self.flag(target, f"{verb} `{dotted}` (of an imported module)")
+            elif target.attr in _CRITICAL_ATTR_NAMES and root != "self":
+                self.flag(target, f"{verb} `{dotted}` (the name of a function the tests use)")
+        elif isinstance(target, ast.Subscript):
+            dotted = _dotted(target.value) or ""
+            if dotted.split(".")[-1] in ("modules", "__dict__", "path") or dotted.startswith("sys."):
+                self.flag(target, f"{verb} an entry of `{dotted}`")
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        if node.name in _DISPATCH:
+            self.flag(node, f"overriding `{node.name}`")
+        self.generic_visit(node)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if node.id in _FORBIDDEN_NAMES:
+            self.flag(node, _FORBIDDEN_NAMES[node.id])
+        elif node.id in self.tools:
+            self.flag(node, f"`{node.id}` (it {self.tools[node.id]})")
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        dotted = _dotted(node) or node.attr
+        if node.attr in self.tools:
+            self.flag(node, f"`{dotted}` (it {self.tools[node.attr]})")
+        elif node.attr in _FORBIDDEN_ATTRS:
+            self.flag(node, f"`{dotted}` (it reaches into the interpreter, the kernel or the file system)")
+        elif dotted.startswith(("sys.path", "sys.modules")) or (
+                node.attr in _FOREIGN_ONLY_ATTRS and "()" not in dotted and dotted.split(".")[0] in self.foreign):
+            self.flag(node, f"`{dotted}` (it changes what the interpreter runs)")
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = _dotted(node.func) or ""
+        if func in ("get_ipython().run_line_magic", "get_ipython().run_cell_magic") and self._magic(node):
+            return
+        if func in ("setattr", "delattr") and node.args:
+            target = _dotted(node.args[0]) or ""
+            if target.split(".")[0] in self.foreign:
+                self.flag(node, f"`{func}` on `{target}` (of an imported module)")
+        elif func == "os.open" or func in ("open", "io.open") or func.endswith(".open"):
+            self._open(node, func)
+        self.generic_visit(node)
+
+    def _magic(self, node: ast.Call) -> bool:
+        """An allowed magic: scan its code and stop; anything else is flagged by the generic visit."""
+        name, *rest = [a.value if isinstance(a, ast.Constant) else None for a in node.args]
+        if name not in _ALLOWED_MAGICS or any(not isinstance(a, str) for a in rest):
+            self.flag(node, f"the magic or shell command `{name}`" if name else "a computed magic")
+            return False
+        for code in rest if name in _MAGIC_BODIES else ():
+            tree = _parse(code)
+            if tree is not None:
+                inner = _Scan(self.foreign, self.tools, self.offset + node.lineno - (1 if len(rest) < 2 else 0))
+                inner.visit(tree)
+                self.findings += inner.findings
+        return True
+
+    def _open(self, node: ast.Call, func: str) -> None:
+        if func == "os.open":
+            self.flag(node, "opening a file at the operating system's level (`os.open`)")
+            return
+        position = 1 if func in ("open", "io.open") else 0
+        mode = node.args[position] if len(node.args) > position else next(
+            (k.value for k in node.keywords if k.arg == "mode"), None)
+        if isinstance(mode, ast.Constant) and isinstance(mode.value, str) and set(mode.value) & set("wax+"):
+            self.flag(node, f"opening a file for writing (`{func}`)")
+        elif mode is not None and not isinstance(mode, ast.Constant):
+            self.flag(node, f"opening a file with a computed mode (`{func}`)")
 
 
 def scan_source(source: str, foreign: set[str] | frozenset[str] = frozenset(),
                 forbidden_calls: Mapping[str, str] | None = None) -> list[Finding]:
-    """What in one cell's code modifies the grading environment; empty when nothing does.
+    """What in one cell's code is not allowed in an answer; empty when nothing is.
 
-    ``foreign`` are names bound by imports elsewhere in the notebook (see :func:`imported_names`):
-    setting or deleting an attribute on them (``torch.allclose = ...``, ``lib.train.fit = ...``,
-    ``setattr(F, ...)``) patches code that is not the student's. ``forbidden_calls`` maps the names of tools
-    this cell must not use (called, or referred to in any other way) to the reason.
+    ``foreign`` are names bound by imports elsewhere in the notebook (see :func:`imported_names`): setting or
+    deleting an attribute on them (``torch.allclose = ...``, ``setattr(F, ...)``) patches code that is not the
+    student's. ``forbidden_calls`` maps the tools this cell must not use (called, or referred to in any other
+    way) to the reason.
     """
     tree = _parse(source)
     if tree is None:
         return []
-    foreign = set(foreign) | imported_names([source])
-    aliases = set()  # names bound to foreign objects: t = torch
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Name, ast.Attribute)):
-            dotted = _dotted(node.value) or "()"
-            if "()" not in dotted and dotted.split(".")[0] in foreign:
-                aliases.update(t.id for t in node.targets if isinstance(t, ast.Name))
-    foreign |= aliases
-    findings: list[Finding] = []
-
-    def flag(node: ast.AST, message: str) -> None:
-        findings.append(Finding(getattr(node, "lineno", 0), message))
-
-    def check_target(target: ast.AST, verb: str) -> None:
-        if isinstance(target, (ast.Tuple, ast.List)):
-            for t in target.elts:
-                check_target(t, verb)
-            return
-        if isinstance(target, ast.Attribute):
-            dotted = _dotted(target) or ""
-            root = dotted.split(".")[0]
-            if root in foreign and not dotted.startswith(_ALLOWED_MODULE_ATTR_PREFIXES):
-                flag(target, f"{verb} `{dotted}`, which belongs to an imported module")
-            elif target.attr in _CRITICAL_ATTR_NAMES and root != "self":
-                flag(target, f"{verb} `{dotted}`, the name of a function the grader relies on")
-        if isinstance(target, ast.Subscript):
-            dotted = _dotted(target.value) or ""
-            if dotted.split(".")[-1] in ("modules", "__dict__") or dotted.startswith("sys."):
-                flag(target, f"{verb} an entry of `{dotted}`")
-
-    for node in ast.walk(tree):  # a forbidden tool, called or passed around, under any alias
-        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
-        if name in (forbidden_calls or {}):
-            flag(node, f"uses `{name}`, which this answer may not use: it {forbidden_calls[name]}")
-    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for module in modules:
-                if module.split(".")[0] in _FORBIDDEN_MODULES:
-                    flag(node, f"imports `{module}`, which can change how the notebook is run or graded")
-        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
-            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
-                check_target(t, "sets")
-        elif isinstance(node, ast.Delete):
-            for t in node.targets:
-                check_target(t, "deletes")
-        elif isinstance(node, ast.Name) and node.id in _FORBIDDEN_NAMES:
-            if node.id == "get_ipython" and id(node) in called:
-                continue  # judged at the call, where the method and the magic's name are known
-            flag(node, f"`{node.id}` {_FORBIDDEN_NAMES[node.id]}")
-        elif isinstance(node, ast.Attribute) and (node.attr in _FORBIDDEN_ATTRS or node.attr in _FOREIGN_ONLY_ATTRS):
-            dotted = _dotted(node) or node.attr
-            if node.attr in _FOREIGN_ONLY_ATTRS and ("()" in dotted or dotted.split(".")[0] not in foreign):
-                continue  # df.rename(...), pd.DataFrame(...).replace(...): methods of objects, not modules
-            flag(node, f"uses `{dotted}`, which reaches into the interpreter, the kernel or the file system")
-        elif isinstance(node, ast.Call):
-            func = _dotted(node.func) or ""
-            if func in ("setattr", "delattr") and node.args:
-                target = _dotted(node.args[0]) or ""
-                if target.split(".")[0] in foreign:
-                    flag(node, f"`{func}` on `{target}`, which belongs to an imported module")
-            elif func == "get_ipython":
-                if not any(isinstance(o, ast.Attribute) and o.value is node for o in ast.walk(tree)):
-                    flag(node, "uses get_ipython(), IPython's machinery")
-            elif func.startswith("get_ipython()."):
-                method = func.split(".", 1)[1]
-                name = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
-                if not (method in ("run_line_magic", "run_cell_magic") and name in _ALLOWED_MAGICS):
-                    what = f"the magic or shell command `{name}`" if name else f"get_ipython().{method}"
-                    flag(node, f"uses {what}; only %matplotlib, %time and %timeit are allowed in graded notebooks")
-            elif func == "os.open":
-                flag(node, "opens a file at the operating system's level (`os.open`)")
-            elif func in ("open", "io.open") or func.endswith(".open"):
-                position = 1 if func in ("open", "io.open") else 0
-                mode = node.args[position] if len(node.args) > position else next(
-                    (k.value for k in node.keywords if k.arg == "mode"), None)
-                if isinstance(mode, ast.Constant) and isinstance(mode.value, str):
-                    if set(mode.value) & set("wax+"):
-                        flag(node, f"opens a file for writing (`{func}`)")
-                elif mode is not None:
-                    flag(node, f"opens a file with a computed mode (`{func}`)")
-    return sorted(set(findings), key=lambda f: f.line)
+    scan = _Scan(set(foreign), forbidden_calls or {})
+    scan.visit(tree)
+    return sorted(set(scan.findings), key=lambda f: f.line)

@@ -133,23 +133,44 @@ def test_solution_notebooks_validate(assignment, environment, tmp_path):
     assert results == {}, json.dumps(results, indent=1)[:3000]
 
 
+def _cells_of(graded, student: str, assignment: str) -> list[dict]:
+    path = graded.root / "autograded" / student / assignment / f"{assignment}.ipynb"
+    return json.loads(path.read_text())["cells"]
+
+
+def _summary(cell: dict) -> str:
+    """The judge's list of checks in a test cell (what the feedback shows), or ''."""
+    texts = ["".join(o["data"]["text/plain"]) for o in cell.get("outputs", []) if o["output_type"] == "display_data"]
+    return next((t for t in texts if t.startswith("Hidden tests:")), "")
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_hidden_tests_catch_answers_fitted_to_the_visible_ones(assignment, graded):
-    """The visible-only answer loses points (test_scores), and only in hidden tests: in every test cell that
-    failed, the error was raised below `### BEGIN HIDDEN TESTS`, so the visible part passed."""
-    path = graded.root / "autograded" / "visible-only" / assignment / f"{assignment}.ipynb"
-    failed = 0
-    for cell in json.loads(path.read_text())["cells"]:
+    """The visible-only answer loses points (test_scores), and only in hidden tests: every test cell ran its visible
+    part without an error, and the cells that lost points list the failed checks, one message each."""
+    lost = 0
+    for cell in _cells_of(graded, "visible-only", assignment):
         meta = cell["metadata"].get("nbgrader", {})
-        errors = [o for o in cell.get("outputs", []) if o["output_type"] == "error"]
-        if not (meta.get("grade") and cell["cell_type"] == "code" and errors):
+        if not (meta.get("grade") and cell["cell_type"] == "code"):
             continue
-        failed += 1
-        lines = "".join(cell["source"]).splitlines()
-        hidden_from = next(i for i, line in enumerate(lines, 1) if "BEGIN HIDDEN TESTS" in line)
-        frames = [int(m) for m in re.findall(r"line (\d+)", _plain("\n".join(errors[0]["traceback"])))]
-        assert frames and frames[0] > hidden_from, f"{meta['grade_id']} failed in its visible part (line {frames[:1]})"
-    assert failed, "the visible-only answer failed no test cell: the hidden tests add nothing"
+        assert not [o for o in cell["outputs"] if o["output_type"] == "error"], f"{meta['grade_id']}: a visible test failed"
+        summary = _summary(cell)
+        assert summary.startswith("Hidden tests:"), meta["grade_id"]
+        if "FAILED" in summary:
+            lost += 1
+            assert all(": " in line for line in summary.splitlines()[1:] if "FAILED" in line), summary
+    assert lost, "the visible-only answer failed no test cell: the hidden tests add nothing"
+
+
+def test_partial_credit_lists_every_check(graded):
+    """A cell's points are the share of its named checks that passed, and its list says which failed and why."""
+    cell = next(c for c in _cells_of(graded, "visible-only", "mixed_pooling")
+                if c["metadata"].get("nbgrader", {}).get("grade_id") == "test_mixed_fixed")
+    summary = _summary(cell)
+    assert summary.startswith("Hidden tests: 0.8 of 2 points") and summary.count("passed") == 2, summary
+    assert "FAILED  MixedPool2d(3, stride=2, padding=1, alpha=0.7) on (3, 5, 13, 11) (0.4 points): " in summary
+    result = next(o for o in cell["outputs"] if o["output_type"] == "execute_result")
+    assert float("".join(result["data"]["text/plain"])) == pytest.approx(0.8)
 
 
 def _plain(text: str) -> str:
@@ -206,42 +227,66 @@ def test_shipped_files_are_not_copied(graded):
     assert not (folder / "lib").exists() and not (folder / "grader").exists() and not (folder / "torch.py").exists()
 
 
+def _messages(graded, student: str, assignment: str) -> list[str]:
+    cells = _cells_of(graded, student, assignment)
+    return ([f"{o['ename']}: {o['evalue']}" for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+            + [line for c in cells for line in _summary(c).splitlines() if "FAILED" in line])
+
+
 def test_shortcuts_say_what_was_detected(graded):
     """Each shortcut's failed cells carry a message that names what was found (what the student reads)."""
-    expected = {"shortcut-reference-import": "did not run this cell", "shortcut-reference-dotted": "grader's reference",
-                "shortcut-expectation": "grader's reference", "shortcut-typed-results": "own run",
+    expected = {"shortcut-reference-import": "did not run this cell", "shortcut-reference-dotted": "pydoc",
+                "shortcut-expectation": "pydoc", "shortcut-typed-results": "own run",
                 "shortcut-measured-field": "instead of computing it", "shortcut-measured-helper": "meta device",
-                "shortcut-field-reference": "grader's reference", "shortcut-torchvision-blocks": "torchvision",
-                "shortcut-torchvision-builders": "torchvision's", "shortcut-typed-variants": "own run"}
+                "shortcut-field-reference": "pydoc", "shortcut-torchvision-blocks": "torchvision",
+                "shortcut-torchvision-builders": "torchvision", "shortcut-typed-variants": "own run"}
     assert set(expected) == set(fixtures.SHORTCUT_POINTS)
     rows = []
     for student, fragment in expected.items():
-        a, cut = fixtures.SHORTCUT_POINTS[student]
-        nb = json.loads((graded.root / "autograded" / student / a / f"{a}.ipynb").read_text())
-        errors = [o["evalue"] for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
-        assert any(fragment in e for e in errors), f"{student}: no error mentions {fragment!r}: {errors[:3]}"
-        rows.append((student, next(e for e in errors if fragment in e)[:160]))
+        a = fixtures.SHORTCUT_POINTS[student][0]
+        messages = _messages(graded, student, a)
+        assert any(fragment in m for m in messages), f"{student}: no message mentions {fragment!r}: {messages[:3]}"
+        rows.append((student, next(m for m in messages if fragment in m)[:160]))
     print("\n".join(f"{s}: {m}" for s, m in rows))
 
 
+def test_attacks_earn_nothing_and_say_why(graded):
+    """Every attack on the hidden tests (test_scores has their points): the guard names the trick, or the judge
+    found no result or a wrong one. Prints the table of the closing note."""
+    rows = []
+    for sub in SUBMISSIONS:
+        if sub.student.removeprefix("unguarded-") in {s.student for s in fixtures.attacks(fixtures.Course(ROOT))}:
+            o = graded.outcomes[sub.assignment, sub.student]
+            messages = _messages(graded, sub.student, sub.assignment)
+            assert o.ok and messages, sub.student
+            rows.append(f"| {sub.student} | {o.auto} / {sub.expected} | {messages[0][:150]} |")
+    assert len(rows) >= 12
+    print("\n".join(rows))
+
+
 def test_feedback_shows_no_hidden_test(graded):
-    """The feedback the student reads has the visible tests and the failure messages, but no hidden test: not
-    its source, not a seed, not a traceback line quoting it (the shortcut of regenerating hidden cases)."""
+    """The feedback the student reads has the visible tests and the checks' messages, but no hidden test: not its
+    source, not this run's cases, not a traceback line quoting it, not a cell's print of `In`
+    (leaks-hidden-tests)."""
     assert grade.feedback(graded.root) == 0
-    hidden_lines = set()
+    hidden_lines, public = set(), set()  # lines only the hidden parts have (not `with torch.no_grad():`)
     for a in ASSIGNMENTS:
         for cell in json.loads((ROOT / "solutions" / a / f"{a}.ipynb").read_text())["cells"]:
             source = "".join(cell["source"])
-            if "### BEGIN HIDDEN TESTS" in source:
-                part = source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
-                hidden_lines |= {line.strip() for line in part.splitlines() if len(line.strip()) > 20}
+            visible, _, part = source.partition("### BEGIN HIDDEN TESTS")
+            public |= {line.strip() for line in visible.splitlines()}
+            hidden_lines |= {line.strip() for line in part.split("### END HIDDEN TESTS")[0].splitlines()
+                             if len(line.strip()) > 20}
+    public_text = "\n".join(public)
+    hidden_lines = {line for line in hidden_lines if line not in public_text}
     assert len(hidden_lines) > 30
     pages = list((graded.root / "feedback").glob("*/*/*.html"))
     assert len(pages) > 20
     for page in pages:
         text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
         leaked = [line for line in hidden_lines if line in text]
-        assert not leaked and "BEGIN HIDDEN" not in text and "random_chain" not in text, f"{page}: {leaked[:2]}"
+        assert not leaked and "BEGIN HIDDEN" not in text and "CASES = [" not in text, f"{page}: {leaked[:2]}"
+        assert str(fixtures.HIDDEN_SEED) not in text and "drawn by the autograder" not in text, page
 
 
 def _grades(root: Path) -> dict:

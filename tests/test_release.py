@@ -66,8 +66,8 @@ def test_lib_reaches_no_reference_or_hidden_case():
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 found = solved.get(ast.dump(node, include_attributes=False))
                 assert found is None, f"{m.__name__}.{node.name} is the solution {found}"
-    hidden = [line for line in release.secrets(ROOT) if "hidden." in line]
-    assert len(hidden) > 30
+    hidden = [line for line in release.secrets(ROOT) if 'c["' in line or "CASES" in line]  # a hidden test's case
+    assert len(hidden) > 20
     for m in modules:
         source = Path(m.__file__).read_text()
         assert not [line for line in hidden if line in source], f"{m.__name__} holds a hidden test"

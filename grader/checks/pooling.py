@@ -1,24 +1,24 @@
-"""Hidden checks of assignment 1 (``mixed_pooling``): mixed pooling with a fixed and a learned alpha (Lee,
-Gallagher & Tu 2016), stochastic pooling (Zeiler & Fergus 2013), LP pooling, and the comparison network,
-whose reported rows are trained again and compared."""
+"""The judge of assignment 1 (``mixed_pooling``): mixed pooling with a fixed and a learned alpha (Lee, Gallagher
+& Tu 2016), stochastic pooling (Zeiler & Fergus 2013), LP pooling, and the comparison network.
+
+For each test cell: the hidden cases (``*_cases``, drawn at grading time) and the judge of what the cell's
+hidden part reported for them (``judge_*``), against references computed here, in the grader's process.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import random
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from grader.checks.base import (build, check_result_row, check_rows_retrained, close, fail, learnable, max_diff,
-                                output, quiet, random_input, shape_str)
-from grader.checks.integrity import assert_own_work, assert_untampered, reference  # noqa: F401 (the cells call it)
-from lib.data import fashion_mnist_loaders
+from grader.checks.base import (check_result_row, check_rows_retrained, close, fail, finite, max_diff, ok, shape_str,
+                                tensor)
+from grader.judge import Cell, Check, check
+from lib.report import rand
 from lib.scratch import windows
-from lib.train import fit, seed_everything
 
 
-@reference
-def mixed_pool_reference(x: torch.Tensor, alpha: float | torch.Tensor, kernel_size: int, stride: int | None = None,
+def mixed_pool_reference(x: torch.Tensor, alpha, kernel_size: int, stride: int | None = None,
                          padding: int = 0) -> torch.Tensor:
     """``alpha * max + (1 - alpha) * avg`` (Lee, Gallagher & Tu 2016); ``alpha`` a number or one per channel."""
     a = torch.as_tensor(alpha, dtype=x.dtype)
@@ -28,21 +28,38 @@ def mixed_pool_reference(x: torch.Tensor, alpha: float | torch.Tensor, kernel_si
             + (1 - a) * F.avg_pool2d(x, kernel_size, stride, padding))
 
 
-@reference
 def stochastic_pool_expectation(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:
-    """Zeiler & Fergus's test-time pooling: each activation weighted by its probability ``a_i / sum_j a_j``.
-
-    ``sum_i a_i * a_i / sum_j a_j = sum(a^2) / sum(a)`` over the window; an all-zero window gives 0.
-    """
+    """Zeiler & Fergus's test-time pooling: ``sum(a^2) / sum(a)`` over each window; an all-zero window gives 0."""
     num = F.avg_pool2d(x * x, kernel_size, stride)
     den = F.avg_pool2d(x, kernel_size, stride)
     return torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(den))
 
 
-@reference
 def lp_pool_reference(x: torch.Tensor, p: float, kernel_size: int, stride: int | None = None) -> torch.Tensor:
     """``(mean over the window of x^p)^(1/p)`` for non-negative ``x`` (torch's ``F.lp_pool2d`` sums instead)."""
     return F.avg_pool2d(x.pow(p), kernel_size, stride).pow(1.0 / p)
+
+
+def _geometry(rng: random.Random) -> dict:
+    """A random pooling geometry and an input it accepts."""
+    k = rng.choice([2, 3])
+    return dict(shape=(rng.randint(1, 3), rng.randint(1, 5), rng.randint(k + 3, 13), rng.randint(k + 3, 13)),
+                kernel_size=k, stride=rng.choice([None, 1, 2]))
+
+
+def _seeded(rng: random.Random, cases: list[dict]) -> list[dict]:
+    return [dict(case, seed=rng.randrange(2**31)) for case in cases]
+
+
+# ---- 1. mixed pooling, fixed alpha ------------------------------------------------------------------------
+
+def mixed_fixed_cases(rng: random.Random) -> list[dict]:
+    drawn = dict(_geometry(rng), padding=rng.choice([0, 1]), alpha=round(rng.uniform(0.05, 0.95), 2))
+    return _seeded(rng, [
+        dict(shape=(2, 3, 8, 8), kernel_size=2, stride=None, padding=0, alpha=0.5),
+        dict(shape=(3, 5, 13, 11), kernel_size=3, stride=2, padding=1, alpha=0.7),
+        dict(shape=(1, 2, 9, 9), kernel_size=3, stride=None, padding=0, alpha=0.0),
+        dict(shape=(1, 2, 9, 7), kernel_size=2, stride=1, padding=0, alpha=1.0), drawn])
 
 
 def _diagnose_mixed(y: torch.Tensor, x: torch.Tensor, alpha, k, s, p) -> str:
@@ -61,251 +78,246 @@ def _diagnose_mixed(y: torch.Tensor, x: torch.Tensor, alpha, k, s, p) -> str:
     return "compare your output with alpha * F.max_pool2d(...) + (1 - alpha) * F.avg_pool2d(...)"
 
 
-@quiet
-def check_mixed_pool_fixed(cls: type, *, shape: Sequence[int], kernel_size: int, stride: int | None = None,
-                           padding: int = 0, alpha: float = 0.5, seed: int = 0) -> None:
-    """``cls(kernel_size, stride=..., padding=..., alpha=...)`` computes ``alpha*max + (1-alpha)*avg``."""
-    desc = f"MixedPool2d({kernel_size}, stride={stride}, padding={padding}, alpha={alpha})"
-    pool = build(cls, desc, kernel_size, stride=stride, padding=padding, alpha=alpha)
-    x = random_input(shape, seed, low=-1.0)
-    expected = mixed_pool_reference(x, alpha, kernel_size, stride, padding)
-    y = output(pool, x, desc)
+def _fixed_desc(c: dict) -> str:
+    return (f"MixedPool2d({c['kernel_size']}, stride={c['stride']}, padding={c['padding']}, alpha={c['alpha']}) "
+            f"on {shape_str(c['shape'])}")
+
+
+def _check_fixed(c: dict, result) -> None:
+    desc = _fixed_desc(c)
+    out = ok(result, desc)
+    x = rand(c["shape"], c["seed"], low=-1.0)
+    expected = mixed_pool_reference(x, c["alpha"], c["kernel_size"], c["stride"], c["padding"])
+    y = finite(tensor(out["y"], desc), desc)
     if y.shape != expected.shape:
-        fail(f"{desc} gave shape {shape_str(y)} for input {shape_str(x)}, expected {shape_str(expected)}: "
-              f"pass kernel_size, stride and padding to both poolings (stride defaults to kernel_size)")
+        fail(f"{desc}: shape {shape_str(y)}, expected {shape_str(expected)}: pass kernel_size, stride and padding "
+             f"to both poolings (stride defaults to kernel_size)")
     if not close(y, expected):
-        fail(f"{desc} output differs from alpha*max + (1-alpha)*avg by up to {max_diff(y, expected):.3g} "
-              f"on input {shape_str(x)}: {_diagnose_mixed(y, x, alpha, kernel_size, stride, padding)}")
-    if learnable(pool):
-        fail(f"{desc} has learnable parameters, but a fixed alpha must not be trained: "
-              f"store it as a plain number (or a buffer)")
+        fail(f"{desc}: differs from alpha*max + (1-alpha)*avg by up to {max_diff(y, expected):.3g}: "
+             f"{_diagnose_mixed(y, x, c['alpha'], c['kernel_size'], c['stride'], c['padding'])}")
+    if out["learnable"] != 0:
+        fail(f"{desc} has learnable parameters, but a fixed alpha must not be trained: store it as a plain number")
 
 
-def _alpha_of(pool: nn.Module, desc: str) -> torch.Tensor:
-    if not hasattr(pool, "alpha"):
-        fail(f"{desc} has no attribute `alpha`: expose the current mixing weight(s) in [0, 1] as `self.alpha` "
-              f"(a property computed from the unconstrained parameter)")
-    return torch.as_tensor(pool.alpha).detach().flatten().double()
+def judge_mixed_fixed(cases: list[dict], results: list) -> list[Check]:
+    return [check(_fixed_desc(c), _check_fixed, c, r) for c, r in zip(cases, results)]
 
 
-@quiet
-def check_mixed_pool_learnable(cls: type, *, mode: str, shape: Sequence[int], kernel_size: int = 2,
-                               stride: int | None = None, alpha: float = 0.5, seed: int = 0,
-                               steps: int = 20) -> None:
-    """``learnable="layer"`` trains one alpha, ``"channel"`` one per channel; alpha stays in [0, 1] however
-    hard the optimiser pushes, and the output always uses the alpha the module reports."""
-    channels = shape[1]
-    desc = f"MixedPool2d({kernel_size}, alpha={alpha}, learnable={mode!r}, channels={channels})"
-    pool = build(cls, desc, kernel_size, stride=stride, alpha=alpha, learnable=mode, channels=channels)
-    params = learnable(pool)
-    n_expected = 1 if mode == "layer" else channels
-    if not params:
-        fail(f"{desc} has no learnable parameters: wrap the (unconstrained) mixing weight in nn.Parameter")
-    n_found = sum(p.numel() for p in params)
-    if n_found != n_expected:
-        fail(f"{desc} has {n_found} learnable numbers, expected {n_expected} "
-              f"({'one for the layer' if mode == 'layer' else 'one per channel'})")
-    a0 = _alpha_of(pool, desc)
-    if a0.numel() != n_expected:
-        fail(f"{desc}.alpha has {a0.numel()} values, expected {n_expected}")
-    if not torch.allclose(a0, torch.full_like(a0, alpha), atol=1e-4):
-        fail(f"{desc}.alpha starts at {a0.tolist()[:4]}, expected {alpha}: initialise the parameter so that "
-              f"the constrained value equals alpha (e.g. the logit log(a / (1 - a)) under a sigmoid)")
-    x = random_input(shape, seed, low=-1.0)
-    for direction in (+1.0, -1.0):  # push alpha hard towards 1, then towards 0
-        opt = torch.optim.SGD(params, lr=50.0)
-        for _ in range(steps):
-            opt.zero_grad()
-            y = output(pool, x, desc)
-            if y.requires_grad:
-                (-direction * y.mean()).backward()
-            if not y.requires_grad or any(p.grad is None for p in params):
-                fail(f"{desc}: the mixing parameter gets no gradient; compute the output from it "
-                      f"(no .item(), .detach() or torch.no_grad() on the way)")
-            opt.step()
-        a = _alpha_of(pool, desc)
-        if not ((a >= 0) & (a <= 1)).all():
-            fail(f"{desc}: after {steps} large optimiser steps alpha is {a.tolist()[:4]}, outside [0, 1]: "
-                  f"keep it in range by construction, e.g. alpha = sigmoid(parameter)")
-        with torch.no_grad():
-            y = output(pool, x, desc)
-        a_used = a if mode == "channel" else a.reshape(())
-        expected = mixed_pool_reference(x, a_used.to(x.dtype), kernel_size, stride)
-        if y.shape != expected.shape or not close(y, expected, atol=1e-4):
+# ---- 1. mixed pooling, learned alpha ----------------------------------------------------------------------
+
+def mixed_learnable_cases(rng: random.Random) -> list[dict]:
+    drawn = dict(_geometry(rng), mode=rng.choice(["layer", "channel"]), alpha=round(rng.uniform(0.1, 0.9), 2))
+    return _seeded(rng, [
+        dict(mode="layer", shape=(2, 3, 8, 8), kernel_size=2, stride=None, alpha=0.5),
+        dict(mode="channel", shape=(2, 4, 8, 8), kernel_size=2, stride=None, alpha=0.5),
+        dict(mode="layer", shape=(3, 2, 10, 12), kernel_size=3, stride=2, alpha=0.2),
+        dict(mode="channel", shape=(2, 7, 9, 9), kernel_size=3, stride=None, alpha=0.8), drawn])
+
+
+def _learnable_desc(c: dict) -> str:
+    return f"MixedPool2d({c['kernel_size']}, alpha={c['alpha']}, learnable={c['mode']!r}) on {shape_str(c['shape'])}"
+
+
+def _check_learnable(c: dict, result) -> None:
+    desc = _learnable_desc(c)
+    out = ok(result, desc)
+    n_expected = 1 if c["mode"] == "layer" else c["shape"][1]
+    if out["learnable"] != n_expected:
+        fail(f"{desc} has {out['learnable']} learnable numbers, expected {n_expected} "
+             f"({'one for the layer' if c['mode'] == 'layer' else 'one per channel'})")
+    a0 = tensor(out["alpha0"], desc + ".alpha").flatten()
+    if a0.numel() != n_expected or not close(a0, torch.full_like(a0, c["alpha"]), atol=1e-4):
+        fail(f"{desc}: alpha starts at {a0.tolist()[:4]}, expected {n_expected} x {c['alpha']}: initialise the "
+             f"parameter so that the constrained value equals alpha (the logit log(a / (1 - a)) under a sigmoid)")
+    x = rand(c["shape"], c["seed"], low=-1.0)
+    for push in ("+1", "-1"):
+        a = tensor(out["alpha" + push], desc + ".alpha").flatten()
+        if a.numel() != n_expected or not ((a >= 0) & (a <= 1)).all():
+            fail(f"{desc}: after 20 large optimiser steps alpha is {a.tolist()[:4]}, outside [0, 1]: keep it in "
+                 f"range by construction, e.g. alpha = sigmoid(parameter)")
+        expected = mixed_pool_reference(x, a if c["mode"] == "channel" else a.reshape(()), c["kernel_size"], c["stride"])
+        y = tensor(out["y" + push], desc)
+        if not close(y, expected, atol=1e-4):
             fail(f"{desc}: the output does not equal alpha*max + (1-alpha)*avg with the alpha the module reports "
-                  f"({a.tolist()[:4]}); max difference {max_diff(y, expected) if y.shape == expected.shape else 'n/a'}"
-                  + ("; broadcast the per-channel alpha as (1, C, 1, 1)" if mode == "channel" else ""))
-    if mode == "channel" and channels > 1:
-        # channels whose max and mean differ by different amounts must move their alphas differently
-        x2 = x.clone()
-        x2[:, 0] = x2[:, 0].mean()  # channel 0 is constant: max == avg, so its alpha gets no gradient
-        pool2 = build(cls, desc, kernel_size, stride=stride, alpha=alpha, learnable=mode, channels=channels)
-        opt = torch.optim.SGD(learnable(pool2), lr=1.0)
-        opt.zero_grad()
-        (-pool2(x2).mean()).backward()
-        opt.step()
-        a = _alpha_of(pool2, desc)
-        if abs(a[0].item() - alpha) > 1e-6 or torch.allclose(a[1:], torch.full_like(a[1:], alpha)):
-            fail(f"{desc}: each channel must have its own alpha; a channel whose max equals its mean should "
-                  f"keep alpha={alpha} after one step, the others should move (got {a.tolist()[:4]})")
+                 f"({a.tolist()[:4]})" + ("; broadcast the per-channel alpha as (1, C, 1, 1)" if c["mode"] == "channel" else ""))
+    if c["mode"] == "channel" and c["shape"][1] > 1:
+        a = tensor(out["alpha_one_step"], desc + ".alpha").flatten()
+        if a.numel() < 2 or abs(a[0].item() - c["alpha"]) > 1e-6 or close(a[1:], torch.full_like(a[1:], c["alpha"])):
+            fail(f"{desc}: each channel must have its own alpha; a channel whose max equals its mean keeps "
+                 f"alpha={c['alpha']} after one step, the others move (got {a.tolist()[:4]})")
 
 
-@quiet
-def check_stochastic_pool(cls: type, *, shape: Sequence[int], kernel_size: int, stride: int | None = None,
-                          seed: int = 0, zero_fraction: float = 0.3) -> None:
-    """Zeiler & Fergus 2013: in training each output is one activation of its window, drawn with
-    probability proportional to its value; in eval mode the probability-weighted average."""
-    s = kernel_size if stride is None else stride
-    desc = f"StochasticPool2d({kernel_size}, stride={stride})"
-    pool = build(cls, desc, kernel_size, stride=stride)
-    x = random_input(shape, seed)
-    x = torch.where(random_input(shape, seed + 1) < zero_fraction, torch.zeros_like(x), x)  # ReLU-like zeros
-    x[0, 0, :kernel_size, :kernel_size] = 0.0  # at least one all-zero window
-    pool.eval()
-    with torch.no_grad():
-        y = output(pool, x, desc + " in eval mode")
-    expected = stochastic_pool_expectation(x, kernel_size, s)
+def judge_mixed_learnable(cases: list[dict], results: list) -> list[Check]:
+    return [check(_learnable_desc(c), _check_learnable, c, r) for c, r in zip(cases, results)]
+
+
+# ---- 2. stochastic pooling ------------------------------------------------------------------------------
+
+def stochastic_cases(rng: random.Random) -> list[dict]:
+    return _seeded(rng, [
+        dict(shape=(2, 3, 8, 8), kernel_size=2, stride=None, zeros=0.3, frequencies=True),
+        dict(shape=(3, 4, 9, 11), kernel_size=3, stride=None, zeros=0.3, frequencies=False),
+        dict(shape=(2, 2, 10, 10), kernel_size=3, stride=2, zeros=0.3, frequencies=False),
+        dict(_geometry(rng), zeros=round(rng.uniform(0.2, 0.6), 2), frequencies=False)])
+
+
+def stochastic_input(c: dict) -> torch.Tensor:
+    """The case's input: non-negative, with zeros as after a ReLU, and an all-zero first window."""
+    x = rand(c["shape"], c["seed"], zeros=c["zeros"])
+    x[0, 0, :c["kernel_size"], :c["kernel_size"]] = 0.0
+    return x
+
+
+def _stochastic_desc(c: dict) -> str:
+    return f"StochasticPool2d({c['kernel_size']}, stride={c['stride']}) on {shape_str(c['shape'])}"
+
+
+def _check_stochastic(c: dict, result) -> None:
+    desc = _stochastic_desc(c)
+    out = ok(result, desc)
+    k = c["kernel_size"]
+    s = k if c["stride"] is None else c["stride"]
+    x = stochastic_input(c)
+    expected = stochastic_pool_expectation(x, k, s)
+    y = tensor(out["eval"], desc + " in eval mode")
     if y.shape != expected.shape:
-        fail(f"{desc} gave shape {shape_str(y)} for input {shape_str(x)}, expected {shape_str(expected)}: "
-              f"check the stride (it defaults to kernel_size)")
+        fail(f"{desc}: shape {shape_str(y)}, expected {shape_str(expected)}: check the stride (it defaults to kernel_size)")
     if not close(y, expected):
-        hint = ("in eval mode return the probability-weighted average sum(a_i * p_i), p_i = a_i / sum(a)"
-                if not close(y, F.avg_pool2d(x, kernel_size, s)) else
-                "this is the plain average; weight each activation by its probability p_i = a_i / sum(a)")
-        if close(y[..., 1:, 1:], expected[..., 1:, 1:]) and not torch.isfinite(y).all():
-            hint = "an all-zero window must give 0, not NaN"
-        fail(f"{desc} in eval mode differs from the probability-weighted average by up to "
-              f"{max_diff(y, expected):.3g}: {hint}")
-    pool.train()
-    torch.manual_seed(seed)
-    y = output(pool, x, desc + " in training mode")
+        hint = ("an all-zero window must give 0, not NaN" if not torch.isfinite(y).all() else
+                "this is the plain average; weight each activation by its probability p_i = a_i / sum(a)"
+                if close(y, F.avg_pool2d(x, k, s)) else
+                "in eval mode return the probability-weighted average sum(a_i * p_i), p_i = a_i / sum(a)")
+        fail(f"{desc}: in eval mode differs from the probability-weighted average by up to "
+             f"{max_diff(y, expected):.3g}: {hint}")
+    y = tensor(out["train"], desc + " in training mode")
     if y.shape != expected.shape:
-        fail(f"{desc} in training mode gave shape {shape_str(y)}, expected {shape_str(expected)}")
-    w = windows(x, (kernel_size, kernel_size), (s, s))  # (N, C, oh, ow, k*k)
-    hit = ((w - y.detach().unsqueeze(-1)).abs() < 1e-6).any(-1)  # (N, C, oh, ow)
+        fail(f"{desc}: in training mode shape {shape_str(y)}, expected {shape_str(expected)}")
+    hit = ((windows(x, (k, k), (s, s)) - y.unsqueeze(-1)).abs() < 1e-6).any(-1)  # (N, C, oh, ow)
     if not hit.all():
-        fail(f"{desc} in training mode returned {int((~hit).sum())} values that are not activations of their "
-              f"window: sample one activation per window (do not average)")
-    # The sampling frequencies: 4000 copies of the window (1, 2, 3, 4) must pick 4 about 40% of the time.
-    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
-    m = 4000
-    tile = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    if kernel_size != 2:
-        return
-    big = tile.repeat(1, m).view(1, 1, 2, 2 * m)  # m windows side by side
-    torch.manual_seed(seed + 2)
-    with torch.no_grad():
-        picks = cls(2, stride=2).train()(big).flatten()
-    freq = torch.stack([(picks == v).float().mean() for v in (1.0, 2.0, 3.0, 4.0)])
-    if (freq - probs).abs().max() > 0.035:
+        fail(f"{desc}: in training mode {int((~hit).sum())} values are not activations of their window: sample "
+             f"one activation per window (do not average)")
+    if c["frequencies"]:
+        _check_frequencies(tensor(out["picks"], desc).flatten(), desc)
+
+
+def _check_frequencies(picks: torch.Tensor, desc: str) -> None:
+    """4000 windows (1, 2, 3, 4) must pick 4 about 40% of the time."""
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    freq = torch.stack([(picks == v).double().mean() for v in (1.0, 2.0, 3.0, 4.0)])
+    if picks.numel() != 4000 or (freq - probs).abs().max() > 0.035:
         what = ("it always picks the maximum (that is max pooling)" if freq[3] > 0.9 else
                 "it picks uniformly; weight by the activations" if (freq - 0.25).abs().max() < 0.035 else
-                "softmax weights are not the paper's; use p_i = a_i / sum(a)")
-        fail(f"{desc}: over {m} windows (1, 2, 3, 4) the picks had frequencies "
-              f"{[round(f, 3) for f in freq.tolist()]}, expected {probs.tolist()}: {what}")
+                "use p_i = a_i / sum(a)")
+        fail(f"{desc}: over 4000 windows (1, 2, 3, 4) the picks had frequencies "
+             f"{[round(f, 3) for f in freq.tolist()]}, expected {probs.tolist()}: {what}")
 
 
-@quiet
-def check_lp_pool(cls: type, *, p: float, shape: Sequence[int], kernel_size: int, stride: int | None = None,
-                  seed: int = 0, zero_window: bool = False) -> None:
-    """``cls(p, kernel_size, stride)`` computes ``(mean x^p)^(1/p)`` and passes gradients; with
-    ``zero_window``, a window of zeros (as after a ReLU) gives about 0 and a finite gradient."""
-    s = kernel_size if stride is None else stride
-    desc = f"LPPool2d(p={p}, kernel_size={kernel_size}, stride={stride})"
-    pool = build(cls, desc, p, kernel_size, stride=stride)
-    x = random_input(shape, seed, low=0.05).requires_grad_(True)  # after a ReLU; away from 0 for the gradient
-    y = output(pool, x, desc)
-    expected = lp_pool_reference(x.detach(), p, kernel_size, s)
+def judge_stochastic(cases: list[dict], results: list) -> list[Check]:
+    return [check(_stochastic_desc(c), _check_stochastic, c, r) for c, r in zip(cases, results)]
+
+
+# ---- 3. LP pooling ----------------------------------------------------------------------------------------
+
+def lp_cases(rng: random.Random) -> list[dict]:
+    return _seeded(rng, [
+        dict(p=2, shape=(2, 3, 8, 8), kernel_size=2, stride=None, zero_window=False),
+        dict(p=3, shape=(3, 2, 9, 9), kernel_size=3, stride=None, zero_window=False),
+        dict(p=1, shape=(2, 4, 10, 8), kernel_size=2, stride=1, zero_window=False),
+        dict(p=4.5, shape=(1, 3, 11, 11), kernel_size=3, stride=2, zero_window=True),
+        dict(_geometry(rng), p=rng.choice([1.5, 2, 2.5, 3, 4]), zero_window=rng.random() < 0.5)])
+
+
+def _lp_desc(c: dict) -> str:
+    return f"LPPool2d(p={c['p']}, kernel_size={c['kernel_size']}, stride={c['stride']}) on {shape_str(c['shape'])}"
+
+
+def _check_lp(c: dict, result) -> None:
+    desc = _lp_desc(c)
+    out = ok(result, desc)
+    k = c["kernel_size"]
+    s = k if c["stride"] is None else c["stride"]
+    x = rand(c["shape"], c["seed"], low=0.05).requires_grad_(True)  # after a ReLU; away from 0 for the gradient
+    expected = lp_pool_reference(x, c["p"], k, s)
+    expected.sum().backward()
+    y = tensor(out["y"], desc)
     if y.shape != expected.shape:
-        fail(f"{desc} gave shape {shape_str(y)} for input {shape_str(x)}, expected {shape_str(expected)}: "
-              f"check the stride (it defaults to kernel_size)")
+        fail(f"{desc}: shape {shape_str(y)}, expected {shape_str(expected)}: check the stride (it defaults to kernel_size)")
     if not close(y, expected):
-        if close(y, F.lp_pool2d(x.detach(), p, kernel_size, s)):
-            hint = ("this is torch's F.lp_pool2d, which sums over the window; the task asks for the mean "
-                    "(divide by the window size inside the root)")
-        elif close(y, F.avg_pool2d(x.detach().pow(p), kernel_size, s)):
-            hint = "take the 1/p-th root of the mean"
-        else:
-            hint = "compute (mean over each window of x**p) ** (1/p)"
-        fail(f"{desc} differs from (mean x^p)^(1/p) by up to {max_diff(y, expected):.3g}: {hint}")
-    y.sum().backward()
-    if x.grad is None or not torch.isfinite(x.grad).all() or x.grad.abs().sum() == 0:
-        fail(f"{desc}: no finite gradient reaches the input; build the output from differentiable torch ops")
-    if zero_window:
-        x0 = x.detach().clone()
-        x0[:, :, :kernel_size, :kernel_size] = 0.0  # the first window is all zeros
-        x0.requires_grad_(True)
-        y0 = pool(x0)
-        if not torch.isfinite(y0).all() or y0[:, :, 0, 0].abs().max() > 0.05:
-            fail(f"{desc}: a window of zeros must give (about) 0, got {y0[:, :, 0, 0].flatten()[:3].tolist()}")
-        y0.sum().backward()
-        if not torch.isfinite(x0.grad).all():
-            fail(f"{desc}: a window of zeros gives a NaN or infinite gradient, because the derivative of "
-                  f"t^(1/p) is infinite at t = 0: clamp the mean away from zero (mean.clamp_min(1e-12)) "
-                  f"before taking the root")
+        hint = ("this is torch's F.lp_pool2d, which sums over the window; the task asks for the mean"
+                if close(y, F.lp_pool2d(x.detach(), c["p"], k, s)) else
+                "take the 1/p-th root of the mean" if close(y, F.avg_pool2d(x.detach().pow(c["p"]), k, s)) else
+                "compute (mean over each window of x**p) ** (1/p)")
+        fail(f"{desc}: differs from (mean x^p)^(1/p) by up to {max_diff(y, expected):.3g}: {hint}")
+    if not close(tensor(out["grad"], desc + "'s gradient"), x.grad, atol=1e-4):
+        fail(f"{desc}: the gradient that reaches the input is not the one of (mean x^p)^(1/p): build the output "
+             f"from differentiable torch operations")
+    if c["zero_window"]:
+        y0, grad0 = tensor(out["y0"], desc), tensor(out["grad0"], desc + "'s gradient")
+        if not torch.isfinite(y0).all() or y0.abs().max() > 0.05:
+            fail(f"{desc}: a window of zeros must give (about) 0, got {y0.flatten()[:3].tolist()}")
+        if not torch.isfinite(grad0).all():
+            fail(f"{desc}: a window of zeros gives a NaN or infinite gradient, because the derivative of t^(1/p) "
+                 f"is infinite at t = 0: clamp the mean away from zero (mean.clamp_min(1e-12)) before the root")
 
 
-def retrain_row(make_net: Callable, pool: Callable, *, train_subset: int, val_subset: int) -> dict:
-    """The task's protocol for one row, run by the grader: seed 0, fresh loaders, one epoch of Adam at 3e-3."""
-    seed_everything(0)
-    train_loader, val_loader, _ = fashion_mnist_loaders(batch_size=64, test_subset=16, train_subset=train_subset,
-                                                        val_subset=val_subset)
-    net = make_net(pool)
-    history = fit(net, train_loader, val_loader, epochs=1, lr=3e-3, progress=False)
-    return {"acc": history.last("val_acc"), "params": sum(p.numel() for p in net.parameters())}
+def judge_lp(cases: list[dict], results: list) -> list[Check]:
+    return [check(_lp_desc(c), _check_lp, c, r) for c, r in zip(cases, results)]
 
 
-@quiet
-def check_pooling_comparison(make_net: Callable, poolings: dict, results: dict | None, *,
-                             in_shape: Sequence[int] = (4, 1, 28, 28), num_classes: int = 10,
-                             retrain: dict | None = None) -> None:
-    """``make_net(pool)`` builds a working network from every pooling factory, calling ``pool(channels)``
-    with the channels each layer receives; ``results`` (unless None) has a row per pooling, and with
-    ``retrain`` (the subset sizes the notebook trained on) every row is trained again and compared."""
-    for name, factory in poolings.items():
-        made: list[tuple[int, nn.Module]] = []
+# ---- 4. the comparison ----------------------------------------------------------------------------------
 
-        def counting(channels, _factory=factory):
-            layer = _factory(channels)
-            made.append((channels, layer))
-            return layer
+POOLINGS = ("max", "average", "mixed, alpha=0.5", "mixed, learned per layer", "mixed, learned per channel",
+            "stochastic", "LP, p=3")
 
-        net = make_net(counting)
-        if not made:
-            fail(f"make_net never called the pooling factory for {name!r}: build each pooling layer "
-                  f"with pool(channels)")
-        in_net = {id(m) for m in net.modules()}
-        if not all(id(layer) in in_net for _, layer in made):
-            fail(f"make_net({name!r}) created pooling layers that are not in the returned network: "
-                  f"register them (e.g. in nn.Sequential)")
-        seen: dict[int, int] = {}
 
-        def record(i: int) -> Callable:
-            def hook(module, args) -> None:
-                seen.setdefault(i, args[0].shape[1])
-            return hook
+def comparison_cases(rng: random.Random) -> list[dict]:
+    return _seeded(rng, [dict(width=None, batch=4, retrain=dict(train_subset=128, val_subset=128)),
+                         dict(width=rng.choice([5, 6, 8, 12]), batch=rng.randint(2, 4), retrain=None)])
 
-        hooks = [layer.register_forward_pre_hook(record(i)) for i, (_, layer) in enumerate(made)]
-        net.eval()
-        with torch.no_grad():
-            y = output(net, random_input(in_shape, 0, low=-1.0), f"make_net({name!r})")
-        for h in hooks:
-            h.remove()
-        if tuple(y.shape) != (in_shape[0], num_classes):
-            fail(f"make_net({name!r}) gave shape {shape_str(y)} for input {shape_str(in_shape)}, "
-                  f"expected {shape_str((in_shape[0], num_classes))}")
-        for i, (channels, _) in enumerate(made):
-            if i in seen and seen[i] != channels:
-                fail(f"make_net({name!r}) built a pooling layer with pool({channels}), but that layer "
-                      f"receives {seen[i]} channels: pass the channels of the layer's input")
-    if results is None:
+
+def _check_network(c: dict, out: dict, name: str) -> None:
+    desc = f"make_net(POOLINGS[{name!r}]" + (f", width={c['width']})" if c["width"] else ")")
+    net = out["nets"].get(name) if isinstance(out.get("nets"), dict) else None
+    if not isinstance(net, dict):
+        fail(f"{desc}: no result")
+    if not net["made"]:
+        fail(f"{desc} never called the pooling factory: build each pooling layer with pool(channels)")
+    if not net["registered"]:
+        fail(f"{desc} created pooling layers that are not in the returned network: register them")
+    if net["shape"] != [c["batch"], 10]:
+        fail(f"{desc} gave shape {shape_str(net['shape'])} for input {shape_str((c['batch'], 1, 28, 28))}, "
+             f"expected {shape_str((c['batch'], 10))}")
+    for made, seen in zip(net["made"], net["seen"]):
+        if seen is not None and made != seen:
+            fail(f"{desc} built a pooling layer with pool({made}), but that layer receives {seen} channels")
+
+
+def _check_comparison(c: dict, result) -> None:
+    out = ok(result, "make_net")
+    for name in POOLINGS:
+        _check_network(c, out, name)
+    if c["retrain"] is None:
         return
-    missing = [n for n in poolings if n not in results]
+    results = out["results"] if isinstance(out["results"], dict) else {}
+    missing = [n for n in POOLINGS if n not in results]
     if missing:
         fail(f"`results` has no row for {missing}: train one network per pooling layer")
-    for name in poolings:
-        expected_params = sum(p.numel() for p in make_net(poolings[name]).parameters())
-        check_result_row(name, results[name], expected_params, "make_net gives")
-    if retrain is not None:
-        check_rows_retrained(results, list(poolings), lambda name: retrain_row(make_net, poolings[name], **retrain),
-                             protocol="seed_everything(0), loaders(), fit(make_net(pool), ..., epochs=1, lr=3e-3)")
+    for name in POOLINGS:
+        check_result_row(name, results[name], out["params"][name], "make_net gives")
+    check_rows_retrained(results, out["again"], protocol="seed_everything(0), loaders(), "
+                         "fit(make_net(pool), ..., epochs=1, lr=3e-3)")
+
+
+def judge_comparison(cases: list[dict], results: list) -> list[Check]:
+    names = ["make_net with every pooling layer, and the results of its runs, trained again",
+             "make_net with another width and batch size"]
+    return [check(name, _check_comparison, c, r) for name, c, r in zip(names, cases, results)]
+
+
+CELLS = {
+    "test_mixed_fixed": Cell(mixed_fixed_cases, judge_mixed_fixed),
+    "test_mixed_learnable": Cell(mixed_learnable_cases, judge_mixed_learnable),
+    "test_stochastic": Cell(stochastic_cases, judge_stochastic),
+    "test_lp": Cell(lp_cases, judge_lp),
+    "test_comparison": Cell(comparison_cases, judge_comparison),
+}

@@ -1,13 +1,18 @@
-"""Hidden checks of assignment 2 (``receptive_field``): the textbook recursion on random chains, branching
+"""The judge of assignment 2 (``receptive_field``): the textbook recursion on random chains, branching
 networks and whole networks against the grader's analytic reference.
 
-The hidden cases are built on PyTorch's meta device (shapes, no values), so a ``compute_receptive_field``
-that measures the field by back-propagation (``lib.analysis.empirical_receptive_field``) instead of
-computing it cannot pass them. ``tests/test_nbgrader_checks.py`` checks the reference against that
-measurement on real copies of every hidden case.
+Every hidden case is a model given by the few lines of source that build it (``build``), which the test cell
+runs on PyTorch's meta device (shapes, no values) before calling the student's ``compute_receptive_field``;
+the grader builds the same model here and computes the expected field. On the meta device a calculator
+that measures the field by back-propagation (``lib.analysis.empirical_receptive_field``) instead of computing
+it fails. ``tests/test_nbgrader_checks.py`` checks the reference against that measurement on real copies.
 """
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -16,20 +21,15 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-# Imported here, not inside the checks: a hidden test loads a fresh copy of grader.checks and then gives the
-# notebook its own modules back, so everything a check uses must be bound when the fresh copy loads.
-from grader.checks.base import fail, quiet
-from grader.checks.integrity import assert_untampered, reference  # noqa: F401 (the cells call it)
+from grader.checks.base import fail, ok
+from grader.judge import Cell, Check, check
 from lib.analysis import model_stages
-from lib.models import efficientnet_b0, resnet18, resnet34, resnet50, vgg11, vgg16, vgg19
 from lib.models.blocks import make_shortcut
-from lib.models.branching import branching_model
-from lib.models.resnet import ResNet
 from lib.scratch import output_size, pair
 
 # Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks", Distill 2019, Table 1:
 # the field of the last feature map at 224x224. ResNet-50 "v1" has the stride on the first 1x1 of a bottleneck.
-PUBLISHED_FIELDS = {"vgg16": 212, "resnet50_v1": 483}
+PUBLISHED_FIELDS = {"vgg16": 212, "resnet50_v1": 483}  # tests/ check that the reference gives them
 
 
 # ---- the reference -------------------------------------------------------------------------------------
@@ -70,7 +70,6 @@ def _through(a: _Axis, k: int, s: int, p: int, d: int, ceil_mode: bool) -> _Axis
                  output_size(a.n, k, s, p, d, ceil_mode))
 
 
-@reference
 def chain_field_reference(layers: Sequence[nn.Module], input_hw: Sequence[int]) -> dict:
     """The textbook recursion over a chain of layers, per axis (Araujo et al. 2019, eqs. 1-3 written forward):
     ``r += (d(k-1)) * j``, ``start += (d(k-1)/2 - p) * j``, ``j *= s``; layers without a window keep the field.
@@ -90,7 +89,6 @@ _GLOBAL_FUNCTIONS = (F.adaptive_avg_pool2d, F.adaptive_max_pool2d)
 _GLOBAL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)
 
 
-@reference
 def reference_field(model: nn.Module, input_size: Sequence[int]) -> dict:
     """The field of ``model``'s output for inputs ``(C, H, W)``, from its traced graph: the recursion through
     every convolution and pooling, the largest field where paths meet, global paths (squeeze-excitation)
@@ -141,11 +139,20 @@ def reference_field(model: nn.Module, input_size: Sequence[int]) -> dict:
                         tuple(out[1].start + i * out[1].j for i in range(out[1].n)))}
 
 
-# ---- hidden cases --------------------------------------------------------------------------------------
+# ---- hidden cases: models given by their source ------------------------------------------------------------
 
-def random_chain(seed: int, *, channels: int = 2, device: str = "meta") -> tuple[nn.Sequential, tuple[int, int, int]]:
-    """A random chain of convolutions and poolings (kernels, strides, paddings, dilations, non-square ones,
-    ceil_mode) and an input size it accepts, on ``device`` (meta: shapes, no values)."""
+def _layer_source(m: nn.Module) -> str:
+    if isinstance(m, nn.Conv2d):
+        return (f"nn.Conv2d({m.in_channels}, {m.out_channels}, {m.kernel_size}, stride={m.stride}, "
+                f"padding={m.padding}, dilation={m.dilation})")
+    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+        return f"nn.{type(m).__name__}({m.kernel_size}, stride={m.stride}, padding={m.padding}, ceil_mode={m.ceil_mode})"
+    return f"nn.{type(m).__name__}()"
+
+
+def random_chain(seed: int, *, channels: int = 2) -> tuple[str, tuple[int, int, int]]:
+    """The source of a random chain of convolutions and poolings (kernels, strides, paddings, dilations,
+    non-square ones, ceil_mode), and an input size it accepts."""
     g = torch.Generator().manual_seed(seed)
 
     def pick(options):
@@ -157,18 +164,8 @@ def random_chain(seed: int, *, channels: int = 2, device: str = "meta") -> tuple
             chain_field_reference(layers, size[1:])
         except ValueError:
             continue
-        with torch.device(device):
-            return nn.Sequential(*[_rebuild(m) for m in layers]), size
+        return "model = nn.Sequential(\n" + "".join(f"    {_layer_source(m)},\n" for m in layers) + ")", size
     raise RuntimeError(f"random_chain({seed}) found no valid chain")  # pragma: no cover
-
-
-def _rebuild(m: nn.Module) -> nn.Module:
-    """The same layer, built on the current default device."""
-    if isinstance(m, nn.Conv2d):
-        return nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation)
-    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-        return type(m)(m.kernel_size, m.stride, m.padding, ceil_mode=m.ceil_mode)
-    return type(m)()
 
 
 def _draw_chain(pick: Callable, g: torch.Generator, channels: int) -> tuple[list[nn.Module], tuple[int, int, int]]:
@@ -197,7 +194,7 @@ class _DenseNet(nn.Module):
     """Dense connectivity (Huang et al. 2017): each layer reads the concatenation of all before it; a strided
     transition, then a functional average pooling that is not a module."""
 
-    def __init__(self, width: int, k: int):
+    def __init__(self, width, k):
         super().__init__()
         self.l1 = nn.Conv2d(3, width, k, padding=k // 2)
         self.l2 = nn.Conv2d(3 + width, width, 3, padding=1)
@@ -215,7 +212,7 @@ class _DenseNet(nn.Module):
 class _Asymmetric(nn.Module):
     """Inception-v3-style factorised kernels: a (1, k) then (k, 1) branch beside a strided (3, 1) one."""
 
-    def __init__(self, width: int, k: int):
+    def __init__(self, width, k):
         super().__init__()
         self.a = nn.Sequential(nn.Conv2d(3, width, (1, k), stride=(1, 2), padding=(0, k // 2)),
                                nn.Conv2d(width, width, (k, 1), padding=(k // 2, 0)))
@@ -225,131 +222,12 @@ class _Asymmetric(nn.Module):
         return self.a(x) * torch.sigmoid(self.b(x))
 
 
-def hidden_model(kind: str, **options) -> nn.Module:
-    """A branching network for the hidden tests, on the meta device: ``branching_model``'s kinds with other
-    options, and two the notebook never shows (``dense``, ``asymmetric``)."""
-    builders = {"dense": lambda width=2, k=5: _DenseNet(width, k),
-                "asymmetric": lambda width=2, k=7: _Asymmetric(width, k)}
-    with torch.device("meta"):
-        model = builders[kind](**options) if kind in builders else branching_model(kind, **options)
-    return model.eval()
-
-
-def real_copy(model: nn.Module) -> nn.Module:
-    """A model built on the meta device, materialised on the CPU with random weights (for tests/)."""
-    return model.to_empty(device="cpu").apply(lambda m: m.reset_parameters() if hasattr(m, "reset_parameters") else None)
-
-
-# ---- the checks ----------------------------------------------------------------------------------------
-
-def _as_field(result, desc: str):
-    for attr in ("size", "jump", "centers"):
-        if not hasattr(result, attr):
-            fail(f"{desc} returned {type(result).__name__} without `{attr}`: return a Field(size=..., jump=..., "
-                 f"centers=...)")
-    size, jump = tuple(int(v) for v in result.size), tuple(int(v) for v in result.jump)
-    if len(size) != 2 or len(jump) != 2 or len(result.centers) != 2:
-        fail(f"{desc}: size, jump and centers must be (height, width) pairs, got size={result.size}, "
-             f"jump={result.jump} and {len(result.centers)} lists of centres")
-    return size, jump, (tuple(float(c) for c in result.centers[0]), tuple(float(c) for c in result.centers[1]))
-
-
-def _call(fn: Callable, model: nn.Module, input_size: Sequence[int], desc: str):
-    """The student's function on a (meta-device) model; a failure there says why hidden cases have no values."""
-    try:
-        return fn(model, tuple(input_size))
-    except Exception as e:  # noqa: BLE001 - any error of the student's code is a failed case
-        meta = any(p.is_meta for p in model.parameters())
-        why = (": the hidden tests use models on PyTorch's meta device (shapes, no values), so compute the field "
-               "from the layers' kernel sizes, strides, paddings and dilations; do not run the model or measure "
-               "gradients (for shapes, run it on torch.empty(..., device='meta'))" if meta else "")
-        fail(f"{desc} raised {type(e).__name__}: {str(e)[:200]}{why}")
-
-
-def _chain_hint(layers: Sequence[nn.Module], input_hw, size) -> str:
-    """Name the usual mistake by recomputing the chain with it."""
-    r = [1, 1]  # forgetting the jump: every layer adds d(k - 1)
-    undilated = [1, 1]
-    j = [1, 1]
-    for m in layers:
-        g = _window_geometry(m)
-        if g:
-            k, s, _, d, _ = g
-            for a in range(2):
-                r[a] += d[a] * (k[a] - 1)
-                undilated[a] += (k[a] - 1) * j[a]
-                j[a] *= s[a]
-    if tuple(size) == tuple(r):
-        return "each layer adds (k - 1) input pixels times the jump (the product of the strides before it)"
-    if tuple(size) == tuple(undilated):
-        return "a dilated kernel spans d * (k - 1) + 1 pixels"
-    return "walk the layers in order: r += d*(k-1)*j, then j *= s"
-
-
-@quiet
-def check_rf_chain(fn: Callable, model: nn.Sequential, input_size: Sequence[int], *, centers: bool = False) -> None:
-    """``fn(model, input_size)`` on a chain of layers: size and jump (and with ``centers``, the centre of
-    every output unit) equal the textbook recursion."""
-    hw = tuple(input_size[-2:])
-    expected = chain_field_reference(list(model), hw)
-    described = ", ".join(repr(m) for m in model if _window_geometry(m) is not None)
-    desc = f"compute_receptive_field on [{described}] with input {tuple(input_size)}"
-    size, jump, (ys, xs) = _as_field(_call(fn, model, input_size, desc), desc)
-    if size != expected["size"]:
-        fail(f"{desc}: size {size}, expected {expected['size']}: {_chain_hint(list(model), hw, size)}")
-    if jump != expected["jump"]:
-        fail(f"{desc}: jump {jump}, expected {expected['jump']}: the jump is the product of the strides "
-             f"(per axis: a stride (1, 2) moves 1 pixel down and 2 across)")
-    if not centers:
-        return
-    if (len(ys), len(xs)) != expected["n"]:
-        fail(f"{desc}: {len(ys)}x{len(xs)} centres, but the output is {expected['n'][0]}x{expected['n'][1]}: one "
-             f"centre per output row and column (mind ceil_mode)")
-    for axis, got, start, step in (("row", ys, expected["start"][0], expected["jump"][0]),
-                                   ("column", xs, expected["start"][1], expected["jump"][1])):
-        want = [start + i * step for i in range(len(got))]
-        if any(abs(a - b) > 1e-6 for a, b in zip(got, want)):
-            offset = got[0] - want[0]
-            hint = ("padding shifts the first centre back by p * jump" if offset != 0 and all(
-                abs(a - b - offset) < 1e-6 for a, b in zip(got, want)) else
-                "centre of unit i = start + i * jump, with start += ((d*(k-1))/2 - p) * jump at each layer")
-            fail(f"{desc}: the {axis} centres start {[round(c, 2) for c in got[:3]]}, expected "
-                 f"{[round(c, 2) for c in want[:3]]} (pixel i of the input is centred at i): {hint}")
-
-
-@quiet
-def check_rf_graph(fn: Callable, model: nn.Module, input_size: Sequence[int], *, name: str = "model") -> None:
-    """``fn`` on a branching network: size, jump and the centre of every output unit equal the reference."""
-    desc = f"compute_receptive_field on the {name} network with input {tuple(input_size)}"
-    expected = reference_field(model, input_size)
-    size, jump, (ys, xs) = _as_field(_call(fn, model, input_size, desc), desc)
-    if size != expected["size"]:
-        if size[0] >= input_size[-2] > expected["size"][0]:
-            hint = ("the field covers the whole input: a squeeze-excitation gate's global pooling does not count "
-                    "(skip the inputs that come from global pooling where paths meet)")
-        elif size < expected["size"]:
-            hint = ("where paths meet (+, *, torch.cat) keep the largest field over all incoming paths, and "
-                    "follow functional calls such as F.avg_pool2d and F.max_pool2d too")
-        else:
-            hint = "a layer counts only on the paths that go through it"
-        fail(f"{desc}: size {size}, expected {expected['size']}: {hint}")
-    if jump != expected["jump"]:
-        fail(f"{desc}: jump {jump}, expected {expected['jump']}: the jump is the product of the strides on a path")
-    want_ys, want_xs = expected["centers"]
-    if (len(ys), len(xs)) != (len(want_ys), len(want_xs)):
-        fail(f"{desc}: {len(ys)}x{len(xs)} centres, but the output is {len(want_ys)}x{len(want_xs)}")
-    for axis, got, want in (("row", ys, want_ys), ("column", xs, want_xs)):
-        if any(abs(a - b) > 1e-6 for a, b in zip(got, want)):
-            fail(f"{desc}: the {axis} centres start {[round(c, 2) for c in got[:3]]}, expected "
-                 f"{[round(c, 2) for c in want[:3]]}: check the start offsets (padding) on every path")
-
-
 class _BottleneckV1(nn.Module):
     """ResNet v1's bottleneck: the stride on the first 1x1 (He et al. 2015; TF-slim's resnet_v1_50)."""
 
     expansion = 4
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+    def __init__(self, c_in, c_out, stride=1):
         super().__init__()
         width = c_out // 4
         self.conv1 = nn.Conv2d(c_in, width, 1, stride, bias=False)
@@ -363,66 +241,181 @@ class _BottleneckV1(nn.Module):
         return self.relu(self.conv3(self.relu(self.conv2(self.relu(self.conv1(x))))) + identity)
 
 
-_FEATURE_EXTRACTORS = {
-    "vgg16": vgg16, "vgg11": vgg11, "vgg19": vgg19, "resnet50": resnet50, "resnet18": resnet18, "resnet34": resnet34,
-    "efficientnet_b0": efficientnet_b0, "resnet50_v1": lambda: ResNet(_BottleneckV1, (3, 4, 6, 3)),
+def graph_source(kind: str, **options) -> str:
+    """A branching network: ``branching_model``'s kinds with other options, and two the notebook never shows."""
+    if kind in ("dense", "asymmetric"):
+        cls = {"dense": _DenseNet, "asymmetric": _Asymmetric}[kind]
+        return inspect.getsource(cls) + f"\n\nmodel = {cls.__name__}({options['width']}, {options['k']})"
+    args = "".join(f", {k}={v!r}" for k, v in options.items())
+    return f"from lib.models.branching import branching_model\nmodel = branching_model({kind!r}{args})"
+
+
+def network_source(name: str, stage: int = -1) -> str:
+    """A named network's feature extractor (or its ``stage``-th stage, from ``model_stages``)."""
+    build = f"from lib.models import {name}\nnet = {name}()"
+    if name == "resnet50_v1":
+        build = (inspect.getsource(_BottleneckV1) + "\n\nfrom lib.models.blocks import make_shortcut\n"
+                 "from lib.models.resnet import ResNet\nnet = ResNet(_BottleneckV1, (3, 4, 6, 3))")
+    return build + f"\nfrom lib.analysis import model_stages\nmodel = list(model_stages(net.eval()).values())[{stage}]"
+
+
+@functools.lru_cache(maxsize=256)
+def expected_field(source: str, input_size: tuple[int, int, int]) -> dict:
+    """The reference field of the model ``source`` builds (on the meta device), computed once per process."""
+    namespace = {"torch": torch, "nn": nn, "F": F}
+    with torch.device("meta"):
+        exec(compile(source, "<hidden case>", "exec"), namespace)  # the grader's own source, never a report
+    return reference_field(namespace["model"].eval(), input_size)
+
+
+# ---- the judges --------------------------------------------------------------------------------------------
+
+def _as_field(out, desc: str) -> tuple:
+    if not isinstance(out, dict) or not all(k in out for k in ("size", "jump", "centers")):
+        fail(f"{desc} returned {out!r:.60} without size, jump and centers: return a Field(size=..., jump=..., centers=...)")
+    size, jump, centers = out["size"], out["jump"], out["centers"]
+    if not (isinstance(size, list) and isinstance(jump, list) and isinstance(centers, list)) or \
+            len(size) != 2 or len(jump) != 2 or len(centers) != 2 or not all(isinstance(c, list) for c in centers):
+        fail(f"{desc}: size, jump and centers must be (height, width) pairs")
+    return tuple(size), tuple(jump), (tuple(centers[0]), tuple(centers[1]))
+
+
+def _meta_hint(error: str) -> str:
+    return (": the hidden tests use models on PyTorch's meta device (shapes, no values), so compute the field "
+            "from the layers' kernel sizes, strides, paddings and dilations; do not run the model or measure "
+            "gradients (for shapes, run it on torch.empty(..., device='meta'))")
+
+
+def _field_of(result, desc: str) -> tuple:
+    if isinstance(result, dict) and isinstance(result.get("error"), str):
+        fail(f"{desc} raised {result['error'][:200]}{_meta_hint(result['error'])}")
+    return _as_field(ok(result, desc), desc)
+
+
+def _check_centers(desc: str, ys, xs, expected: dict) -> None:
+    want_ys, want_xs = expected["centers"]
+    if (len(ys), len(xs)) != (len(want_ys), len(want_xs)):
+        fail(f"{desc}: {len(ys)}x{len(xs)} centres, but the output is {len(want_ys)}x{len(want_xs)}: one centre per "
+             f"output row and column (mind ceil_mode)")
+    for axis, got, want in (("row", ys, want_ys), ("column", xs, want_xs)):
+        if any(abs(a - b) > 1e-6 for a, b in zip(got, want)):
+            offset = got[0] - want[0]
+            hint = ("padding shifts the first centre back by p * jump" if offset != 0 and all(
+                abs(a - b - offset) < 1e-6 for a, b in zip(got, want)) else
+                "centre of unit i = start + i * jump, with start += ((d*(k-1))/2 - p) * jump at each layer")
+            fail(f"{desc}: the {axis} centres start {[round(c, 2) for c in got[:3]]}, expected "
+                 f"{[round(c, 2) for c in want[:3]]} (pixel i of the input is centred at i): {hint}")
+
+
+def _check_field(c: dict, result) -> None:
+    """Size and jump (and with ``centers``, the centre of every output unit) equal the reference's."""
+    desc = f"{c['name']} at {tuple(c['input_size'])}"
+    expected = expected_field(c["build"], tuple(c["input_size"]))
+    size, jump, (ys, xs) = _field_of(result, desc)
+    if size != expected["size"]:
+        hint = c.get("hint") or "walk the layers in order: r += d*(k-1)*j, then j *= s"
+        fail(f"{desc}: size {size}, expected {expected['size']}: {hint}")
+    if jump != expected["jump"]:
+        fail(f"{desc}: jump {jump}, expected {expected['jump']}: the jump is the product of the strides "
+             f"(per axis: a stride (1, 2) moves 1 pixel down and 2 across)")
+    if c.get("centers"):
+        _check_centers(desc, ys, xs, expected)
+
+
+def judge_fields(cases: list[dict], results: list) -> list[Check]:
+    return [check(f"{c['name']} at {tuple(c['input_size'])}", _check_field, c, r) for c, r in zip(cases, results)]
+
+
+HAND_WRITTEN_CHAINS = {  # cases the random ones may miss: non-square kernels and strides, ceil_mode in both poolings
+    False: [([nn.Conv2d(1, 1, (1, 5), stride=(2, 1)), nn.AvgPool2d(3, 2), nn.Conv2d(1, 1, (3, 1), dilation=(1, 3))],
+             (1, 30, 26))],
+    True: [([nn.Conv2d(1, 1, 4, stride=2, padding=1), nn.MaxPool2d(3, 2, 1, ceil_mode=True)], (1, 21, 18)),
+           ([nn.Conv2d(1, 1, 3, stride=2, padding=1), nn.AvgPool2d(3, 2, 1, ceil_mode=True)], (1, 20, 17))],
 }
 
 
-def published_feature_extractor(name: str, *, device: str = "meta") -> nn.Module:
-    """The whole feature extractor of a named network (the last of ``model_stages``), on ``device`` (the meta
-    device by default: VGG's 124M-parameter classifier then costs nothing)."""
-    with torch.device(device):
-        model = _FEATURE_EXTRACTORS[name]().eval()
-    return list(model_stages(model).values())[-1]
+def chain_cases(rng: random.Random, *, n: int, centers: bool) -> list[dict]:
+    cases = []
+    for layers, size in HAND_WRITTEN_CHAINS[centers]:
+        described = ", ".join(_layer_source(m) for m in layers)
+        cases.append(dict(name=f"the chain {described}", input_size=size, build=f"model = nn.Sequential({described})"))
+    for i in range(n):
+        build, size = random_chain(rng.randrange(2**31))
+        cases.append(dict(name=f"random chain {i + 1}", build=build, input_size=size))
+    return [dict(c, centers=centers) for c in cases]
 
 
-@quiet
-def check_rf_published(fn: Callable, name: str, *, input_size: Sequence[int] = (3, 224, 224)) -> None:
-    """``fn`` on a whole network's feature extractor: the field that Araujo et al. publish where they do
-    (VGG-16, ResNet-50 v1), and the reference's elsewhere."""
-    model = published_feature_extractor(name)
-    expected = reference_field(model, input_size)
-    if name in PUBLISHED_FIELDS and expected["size"] != (PUBLISHED_FIELDS[name],) * 2:  # pragma: no cover
-        raise AssertionError(f"the reference gives {expected['size']} for {name}, Araujo et al. publish "
-                             f"{PUBLISHED_FIELDS[name]}")
-    source = "Araujo et al. 2019 publish" if name in PUBLISHED_FIELDS else "the field is"
-    desc = f"compute_receptive_field on {name}'s feature extractor at {tuple(input_size)}"
-    size, jump, (ys, xs) = _as_field(_call(fn, model, input_size, desc), desc)
-    if size != expected["size"]:
-        fail(f"{desc}: size {size}, but {source} {expected['size'][0]}x{expected['size'][1]}"
-             + (": where a residual branch and its shortcut meet, keep the larger field"
-                if size[0] < expected["size"][0] else ""))
-    if jump != expected["jump"]:
-        fail(f"{desc}: jump {jump}, expected {expected['jump']}: five stride-2 layers")
-    if len(xs) != len(expected["centers"][1]) or len(ys) != len(expected["centers"][0]):
-        fail(f"{desc}: {len(ys)}x{len(xs)} centres, expected {len(expected['centers'][0])}x"
-             f"{len(expected['centers'][1])} (one per output row and column)")
+def graph_cases(rng: random.Random) -> list[dict]:
+    def hw(low: int, high: int) -> tuple[int, int, int]:
+        return (3, rng.randint(low, high), rng.randint(low, high))
+    hint = ("where paths meet (+, *, torch.cat) keep the largest field over the incoming paths (a squeeze-"
+            "excitation gate's global pooling does not count), and follow functional calls such as F.avg_pool2d")
+    models = [("residual", dict(width=3, k=rng.choice([3, 5]), dilation=rng.choice([1, 2])), hw(40, 52)),
+              ("inception", dict(dilation=rng.choice([2, 3])), hw(36, 44)),
+              ("dilated", dict(rates=rng.choice([(1, 3, 6), (1, 2, 5), (2, 3, 4)])), hw(56, 64)),
+              ("gated", dict(k=rng.choice([3, 5])), hw(28, 36)),
+              ("dense", dict(width=2, k=rng.choice([3, 5])), hw(28, 36)),
+              ("asymmetric", dict(width=2, k=rng.choice([5, 7])), hw(28, 42))]
+    return [dict(name=f"the {kind} network", build=graph_source(kind, **options), input_size=size, centers=True,
+                 hint=hint) for kind, options, size in models]
 
 
-@quiet
-def check_rf_stages(fn: Callable, stage_fields: dict, *, input_size: Sequence[int] = (3, 224, 224)) -> None:
-    """The per-stage analysis: for each network a dict stage name -> Field, in order, each entry what the
-    reference gives for that stage (so each is what ``fn`` should give)."""
-    builders = {"VGG-16": vgg16, "ResNet-50": resnet50, "EfficientNet-B0": efficientnet_b0}
-    missing = [k for k in builders if k not in stage_fields]
-    if missing:
-        fail(f"stage_fields has no entry for {missing}: analyse all three networks")
-    for label, build in builders.items():
-        with torch.device("meta"):
-            stages = model_stages(build().eval())
-        fields = stage_fields[label]
-        if list(fields) != list(stages):
-            fail(f"stage_fields[{label!r}] has the stages {list(fields)}, expected {list(stages)} "
-                 f"(use model_stages)")
-        for name, module in stages.items():
-            size = _as_field(fields[name], f"stage_fields[{label!r}][{name!r}]")[0]
-            expected = reference_field(module, input_size)["size"]
-            if size != expected:
-                fail(f"stage_fields[{label!r}][{name!r}] has size {size}, expected {expected}: fill the table from "
-                     f"your compute_receptive_field, stage by stage")
-        name, module = list(stages.items())[len(stages) // 2]
-        direct = _as_field(_call(fn, module, input_size, label), label)[0]
-        if direct != reference_field(module, input_size)["size"]:
-            fail(f"compute_receptive_field gives {direct} for {label}'s stage {name!r}, but the field is "
-                 f"{reference_field(module, input_size)['size']}")
+PUBLISHED_SOURCES = {"vgg16": "Araujo et al. 2019 publish 212", "resnet50_v1": "Araujo et al. 2019 publish 483"}
+
+
+def published_cases(rng: random.Random) -> list[dict]:
+    hint = "where a residual branch and its shortcut meet, keep the larger field; follow every stride"
+    drawn = rng.choice([("vgg19", (3, 256, 320)), ("resnet34", (3, 192, 160)), ("resnet50", (3, 224, 224)),
+                        ("resnet18", (3, 160, 192))])
+    return [dict(name=f"{name}'s feature extractor", build=network_source(name), input_size=size, hint=hint)
+            for name, size in [("vgg16", (3, 224, 224)), ("resnet50_v1", (3, 224, 224)),
+                               ("efficientnet_b0", (3, 224, 224)), drawn]]
+
+
+STAGE_NETWORKS = {"VGG-16": "vgg16", "ResNet-50": "resnet50", "EfficientNet-B0": "efficientnet_b0"}
+
+
+def stages_cases(rng: random.Random) -> list[dict]:
+    name = rng.choice(list(STAGE_NETWORKS.values()))
+    stage = rng.randint(1, 3)
+    size = (3, rng.randint(160, 256), rng.randint(160, 256))
+    return [dict(name=f"stage {stage} of {name}", build=network_source(name, stage), input_size=size)]
+
+
+@functools.lru_cache(maxsize=8)
+def _stage_sizes(name: str) -> dict:
+    with torch.device("meta"):
+        stages = model_stages(getattr(importlib.import_module("lib.models"), name)().eval())
+    return {stage: list(reference_field(module, (3, 224, 224))["size"]) for stage, module in stages.items()}
+
+
+def _check_table(label: str, result) -> None:
+    tables = ok(result, "the per-stage analysis")["tables"]
+    if not isinstance(tables, dict) or label not in tables:
+        fail(f"stage_fields has no entry {label!r}: analyse all three networks")
+    expected, got = _stage_sizes(STAGE_NETWORKS[label]), tables[label]
+    if not isinstance(got, dict) or list(got) != list(expected):
+        fail(f"stage_fields[{label!r}] has the stages {list(got)[:8] if isinstance(got, dict) else got!r:.60}, "
+             f"expected {list(expected)} (use model_stages)")
+    for stage, size in expected.items():
+        if got[stage] != size:
+            fail(f"stage_fields[{label!r}][{stage!r}] has size {got[stage]}, expected {size}: fill the table from "
+                 f"your compute_receptive_field, stage by stage")
+
+
+def judge_stages(cases: list[dict], results: list) -> list[Check]:
+    c, result = cases[0], results[0]
+    direct = result  # the error, or the reason it is missing
+    if isinstance(result, dict) and isinstance(result.get("ok"), dict):
+        direct = {"ok": result["ok"].get("direct")}
+    checks = [check(f"stage_fields[{label!r}]", _check_table, label, result) for label in STAGE_NETWORKS]
+    return checks + [check(f"{c['name']} at {tuple(c['input_size'])}", _check_field, c, direct)]
+
+
+CELLS = {
+    "test_rf_chain": Cell(functools.partial(chain_cases, n=5, centers=False), judge_fields),
+    "test_rf_centers": Cell(functools.partial(chain_cases, n=2, centers=True), judge_fields),
+    "test_rf_graph": Cell(graph_cases, judge_fields),
+    "test_rf_published": Cell(published_cases, judge_fields),
+    "test_rf_stages": Cell(stages_cases, judge_stages),
+}

@@ -1,49 +1,32 @@
-"""Hidden checks of assignment 3 (``resnet_variants``): the pre-activation block (He et al. 2016), wide ResNets
-against the paper's parameter counts (Zagoruyko & Komodakis 2016), and bottlenecks and whole networks against
-torchvision's (ResNeXt, Xie et al. 2017; wide_resnet50_2): same weights, same outputs, but the student's own
-code (a class derived from torchvision's, or a builder returning torchvision's model, fails); the reported
-comparison rows are trained again."""
+"""The judge of assignment 3 (``resnet_variants``): the pre-activation block (He et al. 2016), wide ResNets against
+the paper's parameter counts (Zagoruyko & Komodakis 2016), and bottlenecks and whole networks against
+torchvision's (ResNeXt, Xie et al. 2017; wide_resnet50_2).
+
+The test cells give the student's module the weights ``lib.report.fill`` draws from the case's seed (the same
+numbers for the same names and shapes) and report its outputs; here the grader gives its own reference (its
+pre-activation block, torchvision's modules) the same weights and compares. A module that is, derives from or
+contains torchvision's implementation fails: the exercise asks for the student's own.
+"""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+import random
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from grader.checks.base import (build, check_result_row, check_rows_retrained, close, fail, max_diff, output, quiet,
-                                random_input, shape_str)
-from grader.checks.integrity import assert_own_work, assert_untampered, reference  # noqa: F401 (the cells call it)
-from lib.data import fashion_mnist_loaders
-from lib.train import fit, seed_everything
-
+from grader.checks.base import (check_result_row, check_rows_retrained, close, fail, finite, max_diff, ok, shape_str,
+                                tensor)
+from grader.judge import Cell, Check, check
+from lib.report import fill, rand
 
 # Zagoruyko & Komodakis 2016, Table 4: parameters (millions) of WRN-depth-k on CIFAR-10.
 WRN_PARAMS_M = {(40, 1): 0.6, (40, 2): 2.2, (40, 4): 8.9, (40, 8): 35.7, (28, 10): 36.5, (28, 12): 52.5,
                 (22, 8): 17.2, (22, 10): 26.8, (16, 8): 11.0, (16, 10): 17.1}
 
 
-def _randomise_norms(model: nn.Module, seed: int) -> None:
-    """Give every BatchNorm random statistics and affine parameters, so that a misplaced one shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                c = m.num_features
-                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(c, generator=g))
-                m.weight.copy_(0.5 + torch.rand(c, generator=g))
-                m.bias.copy_(0.1 * torch.randn(c, generator=g))
-
-
-def _get(block: nn.Module, name: str, desc: str, names: str) -> nn.Module:
-    if not hasattr(block, name):
-        fail(f"{desc} has no `{name}`: name the layers {names}, so that tests and state_dicts find them")
-    return getattr(block, name)
-
-
-@reference
 def preact_params(c_in: int, c_out: int, stride: int) -> int:
     """BN(c_in), 3x3 conv c_in -> c_out, BN(c_out), 3x3 conv c_out -> c_out, and a 1x1 projection (no bias,
     no BN) where the shape changes, as in the wide-ResNet code."""
@@ -51,58 +34,6 @@ def preact_params(c_in: int, c_out: int, stride: int) -> int:
     return 2 * c_in + 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + projection
 
 
-@quiet
-def check_preact_block(cls: type, *, c_in: int, c_out: int, stride: int = 1, hw: Sequence[int] = (8, 8),
-                       seed: int = 0) -> None:
-    """He et al. 2016's pre-activation block: ``conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut``, where the
-    shortcut is ``x`` or, when the shape changes, ``downsample(relu(bn1(x)))``; nothing after the sum."""
-    desc = f"{getattr(cls, '__name__', 'PreActBlock')}({c_in}, {c_out}, stride={stride})"
-    block = build(cls, desc, c_in, c_out, stride)
-    assert_own_work(block, desc)
-    names = "bn1, conv1, bn2, conv2 (and downsample)"
-    bn1, conv1, bn2, conv2 = (_get(block, n, desc, names) for n in ("bn1", "conv1", "bn2", "conv2"))
-    downsample = getattr(block, "downsample", None)
-    if (stride != 1 or c_in != c_out) and downsample is None:
-        fail(f"{desc}: the shape changes, so the shortcut needs a 1x1 convolution with stride {stride} (`downsample`)")
-    if stride == 1 and c_in == c_out and downsample is not None:
-        fail(f"{desc}: the shape is kept, so the shortcut is the identity: set downsample = None")
-    if getattr(bn1, "num_features", c_in) != c_in:
-        fail(f"{desc}: bn1 has {bn1.num_features} channels, expected {c_in}: in a pre-activation block the first "
-              f"BatchNorm normalises the block's input, before conv1")
-    n_params = sum(p.numel() for p in block.parameters())
-    if n_params != preact_params(c_in, c_out, stride):
-        fail(f"{desc} has {n_params:,} parameters, expected {preact_params(c_in, c_out, stride):,}: two 3x3 "
-              f"convolutions without bias, BN({c_in}) and BN({c_out}), and a bias-free 1x1 projection without BN "
-              f"only where the shape changes")
-    _randomise_norms(block, seed)
-    block.eval()
-    x = random_input((2, c_in, *hw), seed, low=-1.0)  # negative values: a ReLU in the wrong place shows
-    with torch.no_grad():
-        y = output(block, x, desc)
-        h_out, w_out = (hw[0] + 2 - 3) // stride + 1, (hw[1] + 2 - 3) // stride + 1
-        if tuple(y.shape) != (2, c_out, h_out, w_out):
-            fail(f"{desc}: output {shape_str(y)} for input {shape_str(x)}, expected {shape_str((2, c_out, h_out, w_out))}: "
-                  f"check the stride of conv1 and of the shortcut, and the channels of conv1/conv2")
-        pre = F.relu(bn1(x))
-        branch = conv2(F.relu(bn2(conv1(pre))))
-        expected = branch + (x if downsample is None else downsample(pre))
-        if not close(y, expected, atol=1e-4):
-            if close(y, F.relu(expected), atol=1e-4):
-                hint = "remove the ReLU after the sum: pre-activation blocks leave x + F(x) as it is"
-            elif downsample is not None and close(y, branch + downsample(x), atol=1e-4):
-                hint = "the projection shortcut takes the pre-activated input relu(bn1(x)), as in the authors' code"
-            else:
-                hint = "the order is BN -> ReLU -> conv, twice, then add the shortcut"
-            fail(f"{desc}: output differs from conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut by up to "
-                  f"{max_diff(y, expected):.3g}: {hint}")
-    block.train()
-    output(block, x, desc).square().mean().backward()
-    silent = [n for n, p in block.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    if silent:
-        fail(f"{desc}: no gradient reaches {silent}: every layer must be on the path to the output")
-
-
-@reference
 def wrn_params(depth: int, k: int, *, num_classes: int = 10, in_channels: int = 3) -> int:
     """WRN-depth-k: a 3x3 stem to 16 channels, three stages of (depth-4)/6 pre-activation blocks (16k, 32k,
     64k channels), a final BN, and a linear classifier."""
@@ -114,176 +45,264 @@ def wrn_params(depth: int, k: int, *, num_classes: int = 10, in_channels: int = 
     return total + 2 * c + c * num_classes + num_classes
 
 
-@quiet
-def check_wide_resnet(cls: type, *, depth: int, k: int, num_classes: int = 10, in_channels: int = 3,
-                      hw: Sequence[int] = (32, 32), forward: bool = True) -> None:
-    """WRN-depth-k (Zagoruyko & Komodakis 2016): the parameter count of the paper's table (or of the design,
-    for configurations it does not list), three stages named layer1..layer3 with (depth-4)/6 blocks each and
-    outputs at H, H/2, H/4 with 16k, 32k, 64k channels."""
-    desc = f"{getattr(cls, '__name__', 'WideResNet')}({depth}, {k}, num_classes={num_classes}, in_channels={in_channels})"
-    model = build(cls, desc, depth, k, num_classes=num_classes, in_channels=in_channels)
-    assert_own_work(model, desc)
-    n_params = sum(p.numel() for p in model.parameters())
-    expected = wrn_params(depth, k, num_classes=num_classes, in_channels=in_channels)
-    if n_params != expected:
-        published = WRN_PARAMS_M.get((depth, k))
-        where = f" (the paper's Table 4: {published}M)" if published and num_classes == 10 and in_channels == 3 else ""
-        hint = "three stages of (depth - 4) / 6 pre-activation blocks"
-        if n_params - expected == 9 * in_channels * (16 * k - 16) + preact_params(16 * k, 16 * k, 1) - preact_params(16, 16 * k, 1):
-            hint = "the stem convolution has 16 output channels, not 16k; the first block widens to 16k"
-        elif n_params == expected - 2 * 64 * k:
-            hint = "a pre-activation network ends with BN and ReLU before the pooling"
-        fail(f"WRN-{depth}-{k} has {n_params:,} parameters, expected {expected:,}{where}: {hint}")
-    n = (depth - 4) // 6
-    stages = []
-    for i in (1, 2, 3):
-        stage = _get(model, f"layer{i}", desc, "layer1, layer2, layer3 (the three stages)")
-        if len(stage) != n:
-            fail(f"{desc}: layer{i} has {len(stage)} blocks, expected (depth - 4) / 6 = {n}")
-        stages.append(stage)
-    if not forward:
-        return
-    shapes: dict[int, tuple[int, ...]] = {}
+class PreActReference(nn.Module):
+    """He et al. 2016's pre-activation block, the grader's: ``conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut``."""
 
-    def record(i: int) -> Callable:
-        def hook(module, args, out) -> None:  # returns None: a hook's return value would replace the output
-            shapes.setdefault(i, tuple(out.shape))
-        return hook
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.downsample = nn.Conv2d(c_in, c_out, 1, stride, bias=False) if stride != 1 or c_in != c_out else None
 
-    hooks = [s.register_forward_hook(record(i)) for i, s in enumerate(stages, 1)]
-    model.eval()
-    with torch.no_grad():
-        y = output(model, torch.randn(1, in_channels, *hw), desc)
-    for h in hooks:
-        h.remove()
-    for i, (c, f) in enumerate(((16 * k, 1), (32 * k, 2), (64 * k, 4)), 1):
-        want = (1, c, -(-hw[0] // f), -(-hw[1] // f))
-        got = shapes.get(i)
-        if got is None:
-            fail(f"{desc}: layer{i} did not run in forward")
-        if got[1] != want[1]:
-            fail(f"{desc}: stage {i} output has {got[1]} channels, expected {want[1]} ({[16, 32, 64][i - 1]}k)")
-        if got[2:] != want[2:]:
-            fail(f"{desc}: stage {i} output is {got[2]}x{got[3]}, expected {want[2]}x{want[3]}: "
-                  f"check the shortcut stride (stages 2 and 3 halve the resolution in their first block)")
-    if tuple(y.shape) != (1, num_classes):
-        fail(f"{desc}: output {shape_str(y)}, expected {shape_str((1, num_classes))}")
+    def forward(self, x: torch.Tensor, *, shortcut_of_x: bool = False) -> torch.Tensor:
+        pre = F.relu(self.bn1(x))
+        shortcut = x if self.downsample is None else self.downsample(x if shortcut_of_x else pre)
+        return self.conv2(F.relu(self.bn2(self.conv1(pre)))) + shortcut
 
 
-def _diagnose_state_dict(model: nn.Module, reference: dict, desc: str, twin: str) -> None:
-    mine = model.state_dict()
-    missing = [k for k in reference if k not in mine]
-    unexpected = [k for k in mine if k not in reference]
+def _own_work(out: dict, desc: str, build_from: str) -> None:
+    """Fail a module that is, derives from or contains torchvision's implementation."""
+    found = [m for m in out.get("modules", []) + out.get("bases", []) if str(m).split(".")[0] == "torchvision"]
+    if found:
+        fail(f"{desc} uses torchvision's implementation ({found[0]}): build it from {build_from}")
+
+
+def _state(out: dict, reference: nn.Module, desc: str, twin: str) -> None:
+    """The reported state_dict names and shapes are the reference's."""
+    mine, theirs = out["state"], {k: list(v.shape) for k, v in reference.state_dict().items()}
+    missing, unexpected = [k for k in theirs if k not in mine], [k for k in mine if k not in theirs]
     if missing or unexpected:
-        fail(f"{desc}: the state_dict keys differ from {twin}'s: missing {missing[:4]}, unexpected "
-              f"{unexpected[:4]}: use torchvision's names conv1, bn1, conv2, bn2, conv3, bn3, downsample")
-    for key, value in reference.items():
-        if tuple(mine[key].shape) != tuple(value.shape):
+        fail(f"{desc}: the state_dict keys differ from {twin}'s: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    for key, shape in theirs.items():
+        if mine[key] != shape:
             hint = ""
-            if key.endswith("conv2.weight") and value.shape[1] != mine[key].shape[1]:
-                hint = (f": a grouped 3x3 convolution has {value.shape[1]} input channels per group "
-                        f"(groups = width / {value.shape[1]})")
-            elif key.endswith("conv1.weight") or key.endswith("bn1.weight"):
+            if key.endswith("conv2.weight") and shape[1] != mine[key][1]:
+                hint = f": a grouped 3x3 convolution has {shape[1]} input channels per group"
+            elif key.endswith(("conv1.weight", "bn1.weight")):
                 hint = ": check the bottleneck width (the channels of the 3x3 convolution)"
-            fail(f"{desc}: {key} has shape {tuple(mine[key].shape)}, {twin} has {tuple(value.shape)}{hint}")
+            fail(f"{desc}: {key} has shape {tuple(mine[key])}, {twin} has {tuple(shape)}{hint}")
 
 
-@quiet
-def check_bottleneck_twin(cls: type, *, c_in: int, c_out: int, stride: int = 1, groups: int = 1,
-                          base_width: int = 64, seed: int = 0, **block_kwargs) -> None:
-    """``cls(c_in, c_out, stride, **block_kwargs)`` equals torchvision's ``Bottleneck(c_in, c_out // 4, stride,
-    downsample, groups, base_width)``: its weights load and the outputs agree."""
-    name = getattr(cls, "__name__", None) or getattr(getattr(cls, "func", None), "__name__", "block")
-    options = dict(getattr(cls, "keywords", {}) or {}, **block_kwargs)
-    desc = f"{name}({c_in}, {c_out}, stride={stride}" + "".join(f", {k}={v}" for k, v in options.items()) + ")"
+def _same_output(out: dict, expected: torch.Tensor, desc: str, what: str, *, tol: float = 1e-4) -> torch.Tensor:
+    y = finite(tensor(out["y"], desc), desc)
+    if y.shape != expected.shape:
+        fail(f"{desc}: output {shape_str(y)}, expected {shape_str(expected)}")
+    if not close(y, expected, atol=tol, rtol=tol):
+        fail(f"{desc}: with the same weights the output differs from {what} by up to {max_diff(y, expected):.3g}")
+    return y
+
+
+# ---- the pre-activation block -------------------------------------------------------------------------------
+
+def preact_cases(rng: random.Random) -> list[dict]:
+    drawn = dict(c_in=rng.randint(3, 12), c_out=rng.randint(3, 12), stride=rng.choice([1, 2]),
+                 hw=(rng.randint(5, 10), rng.randint(5, 10)))
+    cases = [dict(c_in=16, c_out=16, stride=1, hw=(8, 8)), dict(c_in=16, c_out=32, stride=2, hw=(8, 8)),
+             dict(c_in=8, c_out=24, stride=1, hw=(7, 9)), dict(c_in=6, c_out=10, stride=2, hw=(9, 6)),
+             dict(c_in=10, c_out=10, stride=2, hw=(8, 8)), drawn]
+    return [dict(c, seed=rng.randrange(2**31)) for c in cases]
+
+
+def _preact_desc(c: dict) -> str:
+    return f"PreActBlock({c['c_in']}, {c['c_out']}, stride={c['stride']}) on {shape_str((2, c['c_in'], *c['hw']))}"
+
+
+@functools.lru_cache(maxsize=64)
+def _preact_expected(c_in: int, c_out: int, stride: int, hw: tuple, seed: int) -> tuple:
+    block = fill(PreActReference(c_in, c_out, stride), seed).eval()
+    x = rand((2, c_in, *hw), seed, low=-1.0).double()
+    with torch.no_grad():
+        block = block.double()
+        return block(x), block(x, shortcut_of_x=True), block.float()
+
+
+def _check_preact(c: dict, result) -> None:
+    desc = _preact_desc(c)
+    out = ok(result, desc)
+    _own_work(out, desc, "torch.nn layers")
+    c_in, c_out, stride = c["c_in"], c["c_out"], c["stride"]
+    if out["params"] != preact_params(c_in, c_out, stride):
+        fail(f"{desc} has {out['params']:,} parameters, expected {preact_params(c_in, c_out, stride):,}: two bias-free "
+             f"3x3 convolutions, BN({c_in}) and BN({c_out}), and a bias-free 1x1 projection only where the shape changes")
+    if out["downsample"] != (stride != 1 or c_in != c_out):
+        fail(f"{desc}: " + ("the shape changes, so the shortcut needs a 1x1 convolution (`downsample`)"
+                            if out["downsample"] is False else "the shape is kept: set downsample = None"))
+    expected, other, reference = _preact_expected(c_in, c_out, stride, tuple(c["hw"]), c["seed"])
+    _state(out, reference, desc, "the pre-activation block with layers bn1, conv1, bn2, conv2, downsample")
+    y = finite(tensor(out["y"], desc), desc)
+    if y.shape != expected.shape or not close(y, expected, atol=1e-4):
+        hint = ("remove the ReLU after the sum: pre-activation blocks leave x + F(x) as it is"
+                if close(y, F.relu(expected), atol=1e-4) else
+                "the projection shortcut takes the pre-activated input relu(bn1(x)), as in the authors' code"
+                if close(y, other, atol=1e-4) else "the order is BN -> ReLU -> conv, twice, then add the shortcut")
+        fail(f"{desc}: output differs from conv2(relu(bn2(conv1(relu(bn1(x)))))) + shortcut: {hint}")
+    if out["silent"]:
+        fail(f"{desc}: no gradient reaches {out['silent']}: every layer must be on the path to the output")
+
+
+def judge_preact(cases: list[dict], results: list) -> list[Check]:
+    return [check(_preact_desc(c), _check_preact, c, r) for c, r in zip(cases, results)]
+
+
+# ---- wide ResNets -------------------------------------------------------------------------------------------
+
+def wrn_cases(rng: random.Random) -> list[dict]:
+    drawn = dict(depth=rng.choice([10, 16, 22]), k=rng.randint(1, 4), num_classes=rng.randint(2, 12),
+                 in_channels=rng.choice([1, 3]), hw=(rng.randint(12, 33), rng.randint(12, 33)))
+    return [dict(depth=28, k=10, num_classes=10, in_channels=3, hw=(8, 8)),
+            dict(depth=16, k=2, num_classes=10, in_channels=3, hw=(32, 32)),
+            dict(depth=40, k=4, num_classes=10, in_channels=3, hw=(16, 16)),
+            dict(depth=22, k=8, num_classes=10, in_channels=3, hw=(12, 12)),
+            dict(depth=10, k=3, num_classes=7, in_channels=1, hw=(28, 20)), drawn]
+
+
+def _wrn_desc(c: dict) -> str:
+    return f"WideResNet({c['depth']}, {c['k']}, num_classes={c['num_classes']}, in_channels={c['in_channels']})"
+
+
+def _check_wrn(c: dict, result) -> None:
+    desc = _wrn_desc(c)
+    out = ok(result, desc)
+    _own_work(out, desc, "your PreActBlock and make_stage")
+    depth, k = c["depth"], c["k"]
+    expected = wrn_params(depth, k, num_classes=c["num_classes"], in_channels=c["in_channels"])
+    if out["params"] != expected:
+        published = WRN_PARAMS_M.get((depth, k))
+        where = f" (the paper's Table 4: {published}M)" if published and c["num_classes"] == 10 else ""
+        fail(f"WRN-{depth}-{k} has {out['params']:,} parameters, expected {expected:,}{where}: three stages of "
+             f"(depth - 4) / 6 pre-activation blocks, a 16-channel stem, a final BN and a linear layer")
+    n = (depth - 4) // 6
+    if out["blocks"] != [n, n, n]:
+        fail(f"{desc}: layer1, layer2, layer3 have {out['blocks']} blocks, expected (depth - 4) / 6 = {n} each")
+    h, w = c["hw"]
+    for i, (channels, f) in enumerate(((16 * k, 1), (32 * k, 2), (64 * k, 4))):
+        want = [1, channels, -(-h // f), -(-w // f)]
+        if out["stages"][i] != want:
+            fail(f"{desc}: stage {i + 1} output is {out['stages'][i]} for input {shape_str((1, c['in_channels'], h, w))}, "
+                 f"expected {want}: 16k, 32k, 64k channels; stages 2 and 3 halve the resolution in their first block")
+    if out["logits"] != [1, c["num_classes"]]:
+        fail(f"{desc}: logits of shape {out['logits']}, expected {[1, c['num_classes']]}")
+
+
+def judge_wrn(cases: list[dict], results: list) -> list[Check]:
+    return [check(_wrn_desc(c), _check_wrn, c, r) for c, r in zip(cases, results)]
+
+
+# ---- bottlenecks against torchvision's ----------------------------------------------------------------------
+
+def twin_block_cases(rng: random.Random) -> list[dict]:
+    g = rng.choice([2, 4, 8])
+    cases = [dict(block="ResNeXtBottleneck", options={}, c_in=64, c_out=256, stride=1, groups=32, base_width=4),
+             dict(block="WideBottleneck", options={}, c_in=256, c_out=256, stride=1, groups=1, base_width=128),
+             dict(block="ResNeXtBottleneck", options=dict(groups=8, width_per_group=16), c_in=128, c_out=256,
+                  stride=2, groups=8, base_width=16),
+             dict(block="ResNeXtBottleneck", options=dict(groups=g, width_per_group=8), c_in=64, c_out=128,
+                  stride=rng.choice([1, 2]), groups=g, base_width=8),
+             dict(block="WideBottleneck", options={}, c_in=64, c_out=128, stride=2, groups=1, base_width=128)]
+    return [dict(c, seed=rng.randrange(2**31)) for c in cases]
+
+
+def _block_desc(c: dict) -> str:
+    return (f"{c['block']}({c['c_in']}, {c['c_out']}, stride={c['stride']}"
+            + "".join(f", {k}={v}" for k, v in c["options"].items()) + ")")
+
+
+@functools.lru_cache(maxsize=32)
+def _twin_block(c_in: int, c_out: int, stride: int, groups: int, base_width: int, seed: int) -> tuple:
     downsample = None
     if stride != 1 or c_in != c_out:
         downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
-    assert_own_work(cls, name, build_from="lib.models.blocks.Bottleneck")
-    torch.manual_seed(seed)
     twin = torchvision.models.resnet.Bottleneck(c_in, c_out // 4, stride, downsample, groups, base_width)
-    _randomise_norms(twin, seed)
-    block = build(cls, desc, c_in, c_out, stride, **block_kwargs)
-    assert_own_work(block, desc, build_from="lib.models.blocks.Bottleneck")
-    if getattr(type(block), "expansion", None) != 4:
+    fill(twin, seed).eval()
+    with torch.no_grad():
+        return twin, twin(rand((2, c_in, 9, 9), seed, low=-1.0)).double()
+
+
+def _check_block(c: dict, result) -> None:
+    desc = _block_desc(c)
+    out = ok(result, desc)
+    _own_work(out, desc, "lib.models.blocks.Bottleneck")
+    if out["expansion"] != 4:
         fail(f"{desc}: a bottleneck block needs the class attribute expansion = 4 (ResNet reads it)")
-    _diagnose_state_dict(block, twin.state_dict(), desc, "torchvision's Bottleneck")
-    block.load_state_dict(twin.state_dict())
-    block.eval(), twin.eval()
-    x = random_input((2, c_in, 9, 9), seed, low=-1.0)
+    twin, expected = _twin_block(c["c_in"], c["c_out"], c["stride"], c["groups"], c["base_width"], c["seed"])
+    _state(out, twin, desc, "torchvision's Bottleneck")
+    _same_output(out, expected, desc, "torchvision's Bottleneck: conv1x1 -> BN -> ReLU -> grouped conv3x3 "
+                 "(stride) -> BN -> ReLU -> conv1x1 -> BN, + shortcut, ReLU")
+
+
+def judge_blocks(cases: list[dict], results: list) -> list[Check]:
+    return [check(_block_desc(c), _check_block, c, r) for c, r in zip(cases, results)]
+
+
+# ---- whole networks against torchvision's -------------------------------------------------------------------
+
+TWINS = {"wide_resnet50_2": "Wide_ResNet50_2_Weights", "resnext50_32x4d": "ResNeXt50_32X4D_Weights"}
+
+
+def twin_net_cases(rng: random.Random) -> list[dict]:
+    cases = [dict(name="resnext50_32x4d", num_classes=1000, hw=(32, 32)),
+             dict(name="wide_resnet50_2", num_classes=1000, hw=(32, 32)),
+             dict(name="resnext50_32x4d", num_classes=rng.randint(2, 20), hw=(rng.randint(32, 40), rng.randint(32, 40))),
+             dict(name="wide_resnet50_2", num_classes=rng.randint(2, 20), hw=(rng.randint(32, 40), rng.randint(32, 40)))]
+    return [dict(c, seed=rng.randrange(2**31)) for c in cases]
+
+
+def _net_desc(c: dict) -> str:
+    return f"{c['name']}(num_classes={c['num_classes']}) on {shape_str((1, 3, *c['hw']))}"
+
+
+@functools.lru_cache(maxsize=8)
+def _twin_net(name: str, num_classes: int, hw: tuple, seed: int) -> tuple:
+    with torch.device("meta"):
+        twin = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+    twin = fill(twin.to_empty(device="cpu"), seed).eval()
     with torch.no_grad():
-        y, expected = output(block, x, desc), twin(x)
-    if y.shape != expected.shape or not close(y, expected, atol=1e-4):
-        fail(f"{desc}: with torchvision's weights the output differs from torchvision's Bottleneck"
-              + (f" by up to {max_diff(y, expected):.3g}" if y.shape == expected.shape else f" in shape {shape_str(y)}")
-              + ": conv1x1 -> BN -> ReLU -> grouped conv3x3 (stride) -> BN -> ReLU -> conv1x1 -> BN, + shortcut, ReLU")
+        return twin, twin(rand((1, 3, *hw), seed, low=-1.0)).double()
 
 
-def _build_without_init(builder: Callable, **kwargs) -> nn.Module:
-    """Build on the meta device (no memory, no initialisation: the weights are loaded next), or normally
-    if the builder cannot run there."""
-    try:
-        with torch.device("meta"):
-            return builder(**kwargs)
-    except Exception:
-        return builder(**kwargs)
+def _check_net(c: dict, result) -> None:
+    desc = _net_desc(c)
+    out = ok(result, desc)
+    _own_work(out, desc, "lib.models.resnet.ResNet and your blocks")
+    if c["num_classes"] == 1000:
+        published = getattr(torchvision.models, TWINS[c["name"]]).IMAGENET1K_V1.meta["num_params"]
+        if out["params"] != published:
+            fail(f"{desc} has {out['params']:,} parameters, torchvision's {c['name']} has {published:,} (its weights' metadata)")
+    twin, expected = _twin_net(c["name"], c["num_classes"], tuple(c["hw"]), c["seed"])
+    _state(out, twin, desc, f"torchvision's {c['name']}")
+    _same_output(out, expected, desc, f"torchvision's {c['name']}: compare your block with "
+                 f"torchvision.models.resnet.Bottleneck", tol=1e-3)
 
 
-TWINS = {"wide_resnet50_2": "Wide_ResNet50_2_Weights", "resnext50_32x4d": "ResNeXt50_32X4D_Weights",
-         "wide_resnet101_2": "Wide_ResNet101_2_Weights", "resnext101_32x8d": "ResNeXt101_32X8D_Weights"}
+def judge_nets(cases: list[dict], results: list) -> list[Check]:
+    return [check(_net_desc(c), _check_net, c, r) for c, r in zip(cases, results)]
 
 
-@quiet
-def check_torchvision_twin(builder: Callable, name: str, *, num_classes: int = 1000, hw: Sequence[int] = (32, 32),
-                           seed: int = 0) -> None:
-    """``builder(num_classes=...)`` has torchvision's ``name`` architecture: the parameter count of torchvision's
-    weight metadata, its randomly initialised state_dict loads with strict=True, and the logits agree."""
-    desc = f"{getattr(builder, '__name__', 'your builder')}(num_classes={num_classes})"
-    torch.manual_seed(seed)
-    twin = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)  # random weights, no download
-    _randomise_norms(twin, seed)
-    model = _build_without_init(builder, num_classes=num_classes)
-    assert_own_work(model, desc, build_from="lib.models.resnet.ResNet and your blocks")
-    n_params = sum(p.numel() for p in model.parameters())
-    if num_classes == 1000:
-        published = getattr(torchvision.models, TWINS[name]).IMAGENET1K_V1.meta["num_params"]
-        if n_params != published:
-            fail(f"{desc} has {n_params:,} parameters, torchvision's {name} has {published:,} (its weights' metadata)")
-    _diagnose_state_dict(model, twin.state_dict(), desc, f"torchvision's {name}")
-    model.load_state_dict(twin.state_dict(), strict=True, assign=True)
-    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
-        model = builder(num_classes=num_classes)  # something outside the state_dict: build it for real
-        model.load_state_dict(twin.state_dict(), strict=True)
-    model.eval(), twin.eval()
-    x = torch.randn(2, 3, *hw, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        y, expected = output(model, x, desc), twin(x)
-    if y.shape != expected.shape or not close(y, expected, atol=1e-3, rtol=1e-3):
-        fail(f"{desc}: with torchvision's weights the logits differ from {name}'s"
-              + (f" by up to {max_diff(y, expected):.3g}" if y.shape == expected.shape else f" (shape {shape_str(y)})")
-              + ": compare your block's forward with torchvision.models.resnet.Bottleneck")
+# ---- the comparison -----------------------------------------------------------------------------------------
+
+def comparison_cases(rng: random.Random) -> list[dict]:
+    return [dict(retrain=dict(train_subset=64, val_subset=64))]
 
 
-def retrain_row(builder: Callable, *, train_subset: int, val_subset: int) -> dict:
-    """The task's protocol for one row, run by the grader: seed 0, fresh loaders, one epoch of ``fit``."""
-    seed_everything(0)
-    train_loader, val_loader, _ = fashion_mnist_loaders(batch_size=64, test_subset=16, train_subset=train_subset,
-                                                        val_subset=val_subset)
-    model = builder()
-    history = fit(model, train_loader, val_loader, epochs=1, progress=False)
-    return {"acc": history.last("val_acc"), "params": sum(p.numel() for p in model.parameters())}
+def _check_comparison(c: dict, result) -> None:
+    out = ok(result, "the comparison")
+    results = out["results"]
+    if not isinstance(results, dict) or len(results) < 2:
+        fail(f"`results` has {len(results) if isinstance(results, dict) else 0} of the variants: train at least two")
+    for name, row in results.items():
+        check_result_row(name, row, out["params"][name], "the variant has")
+    check_rows_retrained(results, out["again"], protocol="seed_everything(0), loaders(), fit(model, ..., epochs=1)")
 
 
-@quiet
-def check_variant_comparison(results: dict, builders: dict, *, at_least: int = 2, retrain: dict | None = None) -> None:
-    """``results[name] = {"acc", "seconds", "params"}`` for at least ``at_least`` of the ``builders``; with
-    ``retrain`` (the subset sizes the notebook trained on) every reported row is trained again and compared."""
-    trained = [n for n in builders if n in results]
-    if len(trained) < at_least:
-        fail(f"`results` has {len(trained)} of the variants {list(builders)}: train at least {at_least}")
-    for name in trained:
-        expected = sum(p.numel() for p in builders[name]().parameters())
-        check_result_row(name, results[name], expected, "the variant has")
-    if retrain is not None:
-        check_rows_retrained(results, trained, lambda name: retrain_row(builders[name], **retrain),
-                             protocol="seed_everything(0), loaders(), fit(model, ..., epochs=1)")
+def judge_comparison(cases: list[dict], results: list) -> list[Check]:
+    return [check("the results of at least two variants, trained again", _check_comparison, cases[0], results[0])]
+
+
+CELLS = {
+    "test_preact": Cell(preact_cases, judge_preact),
+    "test_wrn": Cell(wrn_cases, judge_wrn),
+    "test_blocks_twin": Cell(twin_block_cases, judge_blocks),
+    "test_imagenet_twins": Cell(twin_net_cases, judge_nets),
+    "test_comparison": Cell(comparison_cases, judge_comparison),
+}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+HIDDEN_SEED = 20261207  # the tests' hidden cases (graded courses draw theirs at grading time)
 
 
 def make_course(target: Path, *, cell_timeout: int = 45) -> Path:
@@ -27,8 +28,9 @@ def make_course(target: Path, *, cell_timeout: int = 45) -> Path:
         shutil.copytree(ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "nbgrader_config.py", target)
     with open(target / "nbgrader_config.py", "a") as f:
-        f.write(f"\n# the tests' scratch course: a shorter limit, so the endless loops cost less\n"
-                f"c.Execute.timeout = {cell_timeout}\n")
+        f.write(f"\n# the tests' scratch course: a shorter limit, so the endless loops cost less; the hidden cases\n"
+                f"# of one seed, so that a partial answer's points are known\n"
+                f"c.Execute.timeout = {cell_timeout}\nc.HiddenCases.seed = {HIDDEN_SEED}\n")
     return target
 
 # test cell -> (points, the solution cells it needs)
@@ -62,10 +64,13 @@ def full_marks(assignment: str) -> float:
     return float(sum(points for points, _ in DEPENDS[assignment].values()))
 
 
-def deserved(assignment: str, solved: set[str], failing: set[str] = frozenset()) -> float:
-    """Points of the test cells whose solution cells are all solved, minus the cells in ``failing``."""
-    return float(sum(points for cell, (points, needs) in DEPENDS[assignment].items()
-                     if needs <= solved and cell not in failing))
+def deserved(assignment: str, solved: set[str], failing: set[str] = frozenset(),
+             lost: dict[str, tuple[int, int]] | None = None) -> float:
+    """Points of the test cells whose solution cells are all solved, minus the cells in ``failing``, and minus
+    the share of the checks each cell in ``lost`` fails (``cell: (failed, checks)``: nbgrader's partial credit)."""
+    lost = lost or {}
+    return float(sum(points * (1 - lost[cell][0] / lost[cell][1] if cell in lost else 1)
+                     for cell, (points, needs) in DEPENDS[assignment].items() if needs <= solved and cell not in failing))
 
 
 @dataclass
@@ -168,14 +173,14 @@ class MixedPool2d(nn.Module):
 
 WRONG_LP = '''
 class LPPool2d(nn.Module):
-    """Wrong on purpose: the average, whatever p."""
+    """Wrong on purpose: the maximum, whatever p."""
 
     def __init__(self, p, kernel_size, stride=None):
         super().__init__()
         self.p, self.kernel_size, self.stride = p, kernel_size, stride or kernel_size
 
     def forward(self, x):
-        return F.avg_pool2d(x, self.kernel_size, self.stride)
+        return F.max_pool2d(x, self.kernel_size, self.stride)
 '''
 
 PATCH_GRADING = '''
@@ -335,6 +340,132 @@ results = {name: {"acc": 0.84 + 0.02 * i, "seconds": 30.0 * (i + 1), "params": c
 '''
 
 
+# ---- Attacks on the hidden tests themselves (issue 18): each in a blank or wrong notebook, so any point it earns
+# is a point the trick bought. With the judge outside the kernel they earn nothing, guard or no guard.
+ZEROS_MIXED = """
+class MixedPool2d(nn.Module):
+    \"\"\"Wrong on purpose: zeros of the right shape.\"\"\"
+
+    def __init__(self, kernel_size, stride=None, padding=0, *, alpha=0.5, learnable=None, channels=None):
+        super().__init__()
+        self.k, self.s, self.p, self.alpha = kernel_size, stride, padding, alpha
+
+    def forward(self, x):
+        return torch.zeros_like(F.max_pool2d(x, self.k, self.s, self.p))
+"""
+INPUT_TRANSFORMER = """def _rewrite(lines):
+    text = "".join(lines)
+    if "assert" in text or "HIDDEN" in text:
+        return ["pass\\n"]
+    return lines
+get_ipython().input_transformers_cleanup.append(_rewrite)
+"""
+AGREEABLE_SUBCLASS = """
+class _Agree(torch.Tensor):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in (torch.allclose, torch.equal):
+            return True
+        return super().__torch_function__(func, types, args, kwargs or {})
+""" + ZEROS_MIXED.replace("return torch.zeros_like(F.max_pool2d(x, self.k, self.s, self.p))",
+                          "return torch.zeros_like(F.max_pool2d(x, self.k, self.s, self.p)).as_subclass(_Agree)")
+WRAPPED_REFERENCE = """from pydoc import locate
+_reference = locate("grader.checks.pooling.mixed_pool_reference").__wrapped__
+""" + ZEROS_MIXED.replace("return torch.zeros_like(F.max_pool2d(x, self.k, self.s, self.p))",
+                          "return _reference(x, self.alpha, self.k, self.s, self.p)")
+FAKE_CODE_OBJECT = """torch.allclose = eval(compile("lambda *args, **kwargs: True", torch.__file__, "eval"))
+torch.Tensor.__eq__ = eval(compile("lambda self, other: torch.ones((), dtype=torch.bool)", torch.__file__, "eval"))
+"""
+FAKE_GRADER_ON_PATH = """import os, sys
+os.makedirs("/tmp/fake/grader/checks", exist_ok=True)
+for name in ("grader/__init__.py", "grader/checks/__init__.py"):
+    open("/tmp/fake/" + name, "w").write("")
+open("/tmp/fake/grader/checks/pooling.py", "w").write("def __getattr__(name):\\n    return lambda *a, **k: None\\n")
+sys.path.insert(0, "/tmp/fake")
+"""
+LEAK_HIDDEN = """print(In)
+import os
+for folder in ("/opt", os.getcwd()):
+    for root, dirs, files in os.walk(folder):
+        print(root, files)
+"""
+FORGED_EVENT = """from IPython.display import display
+def _forge(result):
+    display({"application/vnd.cnn-course.report+json": [{"ok": {"y": 0, "learnable": 0}}] * 5, "text/plain": ""}, raw=True)
+get_ipython().events.register("post_run_cell", _forge)
+"""
+PATCHED_REPORT = """import lib.report
+_fake = {"tensor": "torch.float64", "shape": [1], "data": [0.0]}
+lib.report.plain = lambda value: [{"ok": {"y": _fake, "learnable": 0}}] * 5
+"""
+SWALLOWED_FAILURES = """get_ipython().set_custom_exc((AssertionError, NameError, NotImplementedError), lambda *args, **kwargs: None)
+"""
+FORGED_BY_THREAD = """import threading, time
+from IPython.display import display
+def _forge():
+    for _ in range(300):
+        display({"application/vnd.cnn-course.report+json": [{"ok": {}}], "text/plain": ""}, raw=True)
+        time.sleep(0.05)
+threading.Thread(target=_forge, daemon=True).start()
+"""
+
+
+def attacks(course: Course, *, guarded: bool = True) -> list[Submission]:
+    """One submission per class of attack on the hidden tests; expected 0 on the cells each targets (every cell,
+    but the five points of a correct MixedPool2d in `leaks-hidden-tests`, and with the guard on the honest partial
+    points of `patched-report`'s answer once its patch is disabled)."""
+    a, prefix = "mixed_pooling", "" if guarded else "unguarded-"
+    five = deserved(a, {"mixed_pool"})
+    # patched-report with the guard on: its patch is disabled, and its answer earns its honest partial points
+    honest_visible_only = deserved(a, {"mixed_pool"}, lost={"test_mixed_fixed": (3, 5), "test_mixed_learnable": (2, 5)})
+
+    def blank() -> dict:  # a fresh copy: _insert_after changes the notebook it is given
+        return course.exercise(a)
+
+    def flagged(n: int) -> int:
+        return n if guarded else 0
+
+    def wrong(replace=ZEROS_MIXED):
+        return course.solved(a, {"mixed_pool"}, replace={"mixed_pool": replace})
+    subs = [
+        Submission(prefix + "input-transformer", a, "a 7-line cell registering an IPython input transformer that empties "
+                   "every test cell, in a blank notebook", _insert_after(blank(), "setup", INPUT_TRANSFORMER, "t"),
+                   expected=0.0, disabled=flagged(1)),
+        Submission(prefix + "tensor-subclass", a, "zeros returned as a tensor subclass whose __torch_function__ makes "
+                   "torch.allclose agree", wrong(AGREEABLE_SUBCLASS), expected=0.0, disabled=flagged(1)),
+        Submission(prefix + "fake-code-object", a, "torch.allclose and Tensor.__eq__ replaced by functions whose code "
+                   "objects claim torch's file name, and zeros as the answer",
+                   _insert_after(wrong(), "setup", FAKE_CODE_OBJECT, "t"), expected=0.0, disabled=flagged(1)),
+        Submission(prefix + "fake-grader-on-path", a, "a fake grader package written to a folder put first on sys.path",
+                   _insert_after(blank(), "setup", FAKE_GRADER_ON_PATH, "t"), expected=0.0, disabled=flagged(1)),
+        Submission(prefix + "forged-reports", a, "a post_run_cell event that shows a forged report after every cell",
+                   _insert_after(blank(), "setup", FORGED_EVENT, "t"), expected=0.0, disabled=flagged(1)),
+        Submission(prefix + "patched-report", a, "lib.report.plain replaced so that every report is forged, with an "
+                   "answer that passes the visible tests", _insert_after(wrong(MIXED_POOL_VISIBLE_ONLY), "setup",
+                                                                         PATCHED_REPORT, "t"),
+                   expected=honest_visible_only if guarded else 0.0, disabled=flagged(1)),
+    ]
+    if not guarded:
+        return subs
+    return subs + [
+        Submission("wrapped-reference", a, "the grader's reference reached through `__wrapped__`", wrong(WRAPPED_REFERENCE),
+                   expected=0.0, disabled=1),
+        Submission("trick-in-time-magic", a, "the fake code objects inside an allowed %%time cell magic",
+                   _insert_after(wrong(), "setup", "%%time\n" + FAKE_CODE_OBJECT, "t"), expected=0.0, disabled=1),
+        Submission("swallowed-failures", a, "a custom exception handler that swallows the tests' failures, blank answers",
+                   _insert_after(blank(), "setup", SWALLOWED_FAILURES, "t"), expected=0.0, disabled=1),
+        Submission("forged-by-thread", a, "a thread that shows forged reports while the tests run, blank answers",
+                   _insert_after(blank(), "setup", FORGED_BY_THREAD, "t"), expected=0.0, disabled=1),
+        Submission("leaks-hidden-tests", a, "a correct MixedPool2d, and a last cell printing `In` and the files it can "
+                   "see", _append(course.solved(a, {"mixed_pool"}), LEAK_HIDDEN, "leak"), expected=five),
+    ]
+
+
+def _append(nb: dict, source: str, cell_id: str) -> dict:
+    nb["cells"].append(_code(source, cell_id))
+    return nb
+
+
 def build(course: Course) -> list[Submission]:
     subs: list[Submission] = []
     for a in DEPENDS:
@@ -356,17 +487,22 @@ def build(course: Course) -> list[Submission]:
     rv_wrn = rv["wrn"].replace("nn.Linear(64 * k, num_classes)", "nn.Linear(64 * k, 10)")
     rv_resnext = rv["resnext"].replace("num_classes=num_classes", "num_classes=1000")
     assert rv_wrn != rv["wrn"] and rv_resnext != rv["resnext"], "update the visible-only ResNet variant"
+    # With the tests' hidden seed (HIDDEN_SEED), the cases each one fails, as (failed, checks) per cell:
+    # mixed pooling: the cases whose output is not square, 3 of 5 with a fixed alpha ((3, 5, 13, 11), (1, 2, 9, 7),
+    # the drawn (1, 2, 11, 10)), 2 of 5 learned ((3, 2, 10, 12), the drawn (2, 1, 6, 9)); receptive field: the
+    # hand-written chain with an average pooling in ceil_mode (its random chains have none where it matters);
+    # ResNet variants: the cases with num_classes other than 10 (2 of 6) or 1000 (2 of 4).
     visible_only = {
-        "mixed_pooling": ({"mixed_pool": MIXED_POOL_VISIBLE_ONLY}, {"test_mixed_fixed", "test_mixed_learnable"},
-                          "MixedPool2d assumes square images"),
-        "receptive_field": ({"calculator": rf_avg_floor}, {"test_rf_centers"},
+        "mixed_pooling": ({"mixed_pool": MIXED_POOL_VISIBLE_ONLY},
+                          {"test_mixed_fixed": (3, 5), "test_mixed_learnable": (2, 5)}, "MixedPool2d assumes square images"),
+        "receptive_field": ({"calculator": rf_avg_floor}, {"test_rf_centers": (1, 4)},
                             "compute_receptive_field ignores ceil_mode in average pooling (it counts one output too few)"),
-        "resnet_variants": ({"wrn": rv_wrn, "resnext": rv_resnext}, {"test_wrn", "test_imagenet_twins"},
+        "resnet_variants": ({"wrn": rv_wrn, "resnext": rv_resnext}, {"test_wrn": (2, 6), "test_imagenet_twins": (2, 4)},
                             "WideResNet and the ImageNet builders ignore num_classes"),
     }
-    for a, (replace, failing, what) in visible_only.items():
-        subs.append(Submission("visible-only", a, what + " (passes every visible test)",
-                               course.solved(a, replace=replace), expected=deserved(a, all_solution_cells(a), failing)))
+    for a, (replace, lost, what) in visible_only.items():
+        subs.append(Submission("visible-only", a, what + " (passes every visible test)", course.solved(a, replace=replace),
+                               expected=deserved(a, all_solution_cells(a), lost=lost)))
 
     # Hostile or broken submissions, on the quickest notebook. Most start from an answer worth 5 points
     # (MixedPool2d only) so that a defined score shows the rest of the notebook ran.
@@ -423,22 +559,23 @@ def build(course: Course) -> list[Submission]:
                                                     "grader/checks/pooling.py": FAKE_CHECKS, "lib/__init__.py": "",
                                                     "torch.py": "raise SystemExit('fake torch')"}, expected=0.0),
     ]
-    return subs + shortcuts(course)
+    return subs + shortcuts(course) + attacks(course)
 
 
-SHORTCUT_POINTS = {  # submission -> (assignment, the test cells it shortcuts)
-    "shortcut-reference-import": ("mixed_pooling", {"test_mixed_fixed", "test_mixed_learnable", "test_comparison"}),
-    "shortcut-reference-dotted": ("mixed_pooling", {"test_mixed_fixed", "test_mixed_learnable", "test_comparison"}),
-    "shortcut-expectation": ("mixed_pooling", {"test_stochastic", "test_comparison"}),
-    "shortcut-typed-results": ("mixed_pooling", {"test_comparison"}),
-    "shortcut-measured-field": ("receptive_field", set(DEPENDS["receptive_field"])),
+SHORTCUT_POINTS = {  # submission -> (assignment, the test cells it shortcuts, {cell: (checks failed, checks)})
+    "shortcut-reference-import": ("mixed_pooling", {"test_mixed_fixed", "test_mixed_learnable", "test_comparison"}, {}),
+    "shortcut-reference-dotted": ("mixed_pooling", {"test_mixed_fixed", "test_mixed_learnable", "test_comparison"}, {}),
+    "shortcut-expectation": ("mixed_pooling", {"test_stochastic", "test_comparison"}, {}),
+    "shortcut-typed-results": ("mixed_pooling", set(), {"test_comparison": (1, 2)}),  # the rows, not make_net
+    "shortcut-measured-field": ("receptive_field", set(DEPENDS["receptive_field"]), {}),
     "shortcut-measured-helper": ("receptive_field", {"test_rf_chain", "test_rf_centers", "test_rf_graph",
-                                                     "test_rf_published"}),
+                                                     "test_rf_published"}, {}),
     "shortcut-field-reference": ("receptive_field", {"test_rf_chain", "test_rf_centers", "test_rf_graph",
-                                                     "test_rf_published"}),
-    "shortcut-torchvision-blocks": ("resnet_variants", {"test_blocks_twin", "test_imagenet_twins"}),
-    "shortcut-torchvision-builders": ("resnet_variants", {"test_imagenet_twins"}),
-    "shortcut-typed-variants": ("resnet_variants", {"test_comparison"}),
+                                                     "test_rf_published"}, {}),
+    "shortcut-torchvision-blocks": ("resnet_variants", {"test_blocks_twin", "test_imagenet_twins"}, {}),
+    # the builders' cell holds the blocks too: the guard disables both
+    "shortcut-torchvision-builders": ("resnet_variants", {"test_blocks_twin", "test_imagenet_twins"}, {}),
+    "shortcut-typed-variants": ("resnet_variants", {"test_comparison"}, {}),
 }
 
 
@@ -447,8 +584,8 @@ def shortcuts(course: Course) -> list[Submission]:
     or by a door the scan does not list, lib's measurement, torchvision's implementations, typed-in numbers),
     each in an otherwise correct notebook: the cells it shortcuts must score 0, every other cell full marks."""
     def worth(name: str, solved: set[str] | None = None) -> float:
-        a, cut = SHORTCUT_POINTS[name]
-        return deserved(a, all_solution_cells(a) if solved is None else solved, cut)
+        a, cut, lost = SHORTCUT_POINTS[name]
+        return deserved(a, all_solution_cells(a) if solved is None else solved, cut, lost)
 
     rv = course.solution_sources("resnet_variants")
     own_blocks = rv["resnext"][:rv["resnext"].index("def wide_resnet50_2")]
@@ -459,11 +596,11 @@ def shortcuts(course: Course) -> list[Submission]:
                    expected=worth("shortcut-reference-import"), disabled=1),
         Submission("shortcut-reference-dotted", "mixed_pooling", "the same reference, imported by a dotted name "
                    "through torch._utils", course.solved("mixed_pooling", replace={"mixed_pool": MIXED_VIA_DOTTED}),
-                   expected=worth("shortcut-reference-dotted")),
+                   expected=worth("shortcut-reference-dotted"), disabled=1),
         Submission("shortcut-expectation", "mixed_pooling", "StochasticPool2d's eval mode is the grader's "
                    "stochastic_pool_expectation", course.solved("mixed_pooling",
                                                                 replace={"stochastic_pool": STOCHASTIC_VIA_DOTTED}),
-                   expected=worth("shortcut-expectation")),
+                   expected=worth("shortcut-expectation"), disabled=1),
         Submission("shortcut-typed-results", "mixed_pooling", "the comparison's results typed in, nothing trained",
                    course.solved("mixed_pooling", replace={"experiment": TYPED_POOLING_RESULTS}),
                    expected=worth("shortcut-typed-results")),
@@ -478,14 +615,14 @@ def shortcuts(course: Course) -> list[Submission]:
         Submission("shortcut-field-reference", "receptive_field", "compute_receptive_field returns the grader's "
                    "reference_field", course.solved("receptive_field", rf_only,
                                                     replace={"calculator": CALCULATOR_VIA_REFERENCE}),
-                   expected=worth("shortcut-field-reference", rf_only)),
+                   expected=worth("shortcut-field-reference", rf_only), disabled=1),
         Submission("shortcut-torchvision-blocks", "resnet_variants", "the bottlenecks derive from torchvision's",
                    course.solved("resnet_variants", replace={"resnext": TORCHVISION_BLOCKS}),
-                   expected=worth("shortcut-torchvision-blocks")),
+                   expected=worth("shortcut-torchvision-blocks"), disabled=1),
         Submission("shortcut-torchvision-builders", "resnet_variants", "own blocks, but the builders return "
                    "torchvision's models", course.solved("resnet_variants",
                                                          replace={"resnext": own_blocks + TORCHVISION_BUILDERS}),
-                   expected=worth("shortcut-torchvision-builders")),
+                   expected=worth("shortcut-torchvision-builders"), disabled=1),
         Submission("shortcut-typed-variants", "resnet_variants", "the variants' results typed in, nothing trained",
                    course.solved("resnet_variants", replace={"experiment": TYPED_VARIANT_RESULTS}),
                    expected=worth("shortcut-typed-variants")),
@@ -504,7 +641,7 @@ def build_unguarded(course: Course) -> list[Submission]:
         Submission("unguarded-kills-kernel", a, "as kills-kernel, with the guard off",
                    _insert_after(course.solved(a, {"mixed_pool"}), "mixed_pool", "import os\nos._exit(0)", "exit"),
                    fails="died"),
-    ]
+    ] + attacks(course, guarded=False)
 
 
 def all_solution_cells(assignment: str) -> set[str]:
