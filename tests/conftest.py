@@ -31,6 +31,40 @@ def built_book() -> Path:
     return ROOT / "_build" / "html"
 
 
+def _no_browser(reason: str):
+    from browser_helpers import INSTALL_HINT
+
+    message = f"browser tests not run: {reason}; {INSTALL_HINT}"
+    if os.environ.get("CNN_COURSE_REQUIRE_BROWSER"):
+        pytest.fail(message + " (CNN_COURSE_REQUIRE_BROWSER is set, so this is a failure)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through Playwright (never Playwright's own browser download), one for the whole session:
+    Playwright's sync API cannot start a second instance in a thread where one is running, so every browser test
+    shares this one."""
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        _no_browser("the Python package playwright is not installed (it is in requirements.txt: `make setup`)")
+    from browser_helpers import CHROMIUM_ARGS, find_chromium
+
+    executable = find_chromium()
+    if executable is None:
+        explicit = os.environ.get("CNN_COURSE_CHROMIUM")
+        _no_browser(f"CNN_COURSE_CHROMIUM={explicit} is not an executable" if explicit
+                    else "no Chromium or Chrome was found on PATH")
+    with sync_playwright() as p:
+        try:
+            chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        except Error as exc:
+            _no_browser(f"{executable} would not start under Playwright ({str(exc).splitlines()[0]})")
+        yield chromium
+        chromium.close()
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``): its tests

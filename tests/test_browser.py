@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from browser_helpers import (CHROMIUM_ARGS, DESKTOP, INSTALL_HINT, PHONE, ROOT, book_config, executed_chapters,
-                             find_chromium, html_ids, is_exercise, is_loopback, markdown_text, notebook_pages,
+from browser_helpers import (DESKTOP, PHONE, ROOT, book_config, executed_chapters,
+                             html_ids, is_exercise, is_loopback, markdown_text, notebook_pages,
                              open_page, serve, slug, source_of, strip_fragment, toc_entries)
 
 pytestmark = pytest.mark.browser
@@ -29,32 +29,7 @@ pytestmark = pytest.mark.browser
 PAGES = toc_entries()
 
 
-def _no_browser(reason: str):
-    message = f"browser tests not run: {reason}; {INSTALL_HINT}"
-    if os.environ.get("CNN_COURSE_REQUIRE_BROWSER"):
-        pytest.fail(message + " (CNN_COURSE_REQUIRE_BROWSER is set, so this is a failure)")
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Debian's Chromium through Playwright (never Playwright's own browser download)."""
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError:
-        _no_browser("the Python package playwright is not installed (it is in requirements.txt: `make setup`)")
-    executable = find_chromium()
-    if executable is None:
-        explicit = os.environ.get("CNN_COURSE_CHROMIUM")
-        _no_browser(f"CNN_COURSE_CHROMIUM={explicit} is not an executable" if explicit
-                    else "no Chromium or Chrome was found on PATH")
-    with sync_playwright() as p:
-        try:
-            chromium = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        except Error as exc:
-            _no_browser(f"{executable} would not start under Playwright ({str(exc).splitlines()[0]})")
-        yield chromium
-        chromium.close()
+# `browser` (conftest.py): the session's one Chromium, shared with every browser test.
 
 
 @pytest.fixture(scope="session")

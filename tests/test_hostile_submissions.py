@@ -156,18 +156,9 @@ def test_feedback_pages_carry_a_policy_and_no_active_content(graded):
 
 # ---- in a browser -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def chromium():
-    from browser_helpers import CHROMIUM_ARGS, find_chromium
-
-    executable = find_chromium()
-    if executable is None:
-        pytest.skip("no Chromium: `make browser` installs Debian's")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+def chromium(browser):
+    """The session's Chromium (conftest.py): Playwright's sync API allows one per thread."""
+    return browser
 
 
 def _ran(page) -> dict:
