@@ -403,3 +403,17 @@ def test_no_cgroup_means_a_refusal_that_names_the_fix(monkeypatch):
         sandbox.check()
     monkeypatch.setenv("SANDBOX_CGROUP", "off")
     assert sandbox.open_scope(sandbox.Limits()) is None and "per process" in sandbox.Limits().describe()
+
+
+def test_a_submissions_clock_is_used_once(monkeypatch):
+    """The wall-clock limit counts from the grading worker's start_clock for that one submission: a notebook
+    graded later in the same thread without it (nbgrader's own API, a second test) counts from its own start,
+    not from a stale clock that would leave it no time at all."""
+    import time
+
+    monkeypatch.setenv("SANDBOX", "off")
+    sandbox.start_clock(at=time.time() - 10_000)
+    first = sandbox.SandboxedExecute()
+    assert first._remaining() < 0, "the clock started 10,000 s ago: no time left"
+    later = sandbox.SandboxedExecute()
+    assert later._remaining() > later.wall_time - 60, "a later notebook without start_clock gets its full limit"
