@@ -31,6 +31,7 @@ class Part:
     status: str      # PASSED, NOT_WRITTEN, BY_HAND, or the failing check's message
     source: str = ""
     details: str = ""  # the traceback, for a failure
+    earned: float | None = None  # a test cell's points (partial credit from the grader's checks); None: all or none
 
     @property
     def failed(self) -> bool:
@@ -62,6 +63,16 @@ def _failure(cell) -> tuple[str, str]:
     return "", ""
 
 
+def _partial(cell, points: float) -> float | None:
+    """The points of a test cell that earned only part of them (nbgrader's partial credit: its execute_result
+    holds the score, as the grader's judge writes it), else None."""
+    import nbformat
+    from nbgrader.utils import determine_grade
+
+    score, _ = determine_grade(nbformat.from_dict(cell))
+    return float(score) if score is not None and float(score) < points else None
+
+
 def parts(nb) -> list[Part]:
     """Every graded cell of an executed notebook, in order, with what happened to it."""
     found, unanswered = [], []
@@ -78,7 +89,14 @@ def parts(nb) -> list[Part]:
             found.append(Part(name, points, BY_HAND if written else f"{BY_HAND} ({NOT_WRITTEN})", source))
             continue
         message, details = _failure(cell)
-        if not message:
+        earned = _partial(cell, points) if not message else None
+        if earned is not None:  # the grader's checks gave part of the points: the failing checks say why
+            checks = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+            failing = next((line.strip() for line in checks.splitlines() if line.strip().startswith("FAILED")),
+                           "some checks failed")
+            found.append(Part(name, points, f"{earned:g} of {points:g} points: {failing}"[:300], source, checks,
+                              earned))
+        elif not message:
             found.append(Part(name, points, PASSED, source))
         elif unanswered and message.split(":")[0] in ("NameError", "NotImplementedError"):
             status = f"{NOT_WRITTEN} (answer {', '.join(f'`{u}`' for u in unanswered)} above)"
@@ -91,7 +109,7 @@ def parts(nb) -> list[Part]:
 def summary(name: str, found: list[Part]) -> list[str]:
     """The lines a student reads first: a verdict, then one line per part."""
     tests = [p for p in found if not p.status.startswith(BY_HAND)]
-    earned = sum(p.points for p in tests if p.status == PASSED)
+    earned = sum(p.earned if p.earned is not None else p.points if p.status == PASSED else 0.0 for p in tests)
     total = sum(p.points for p in tests)
     by_hand = sum(p.points for p in found if p.status.startswith(BY_HAND))
     passed = sum(p.status == PASSED for p in tests)
