@@ -57,10 +57,15 @@ def _failure(cell) -> tuple[str, str]:
             value = _ANSI.sub("", str(out.get("evalue", ""))).strip()
             first = value.splitlines()[0] if value else ""
             return f"{out.get('ename', 'Error')}: {first}"[:300], _ANSI.sub("", "\n".join(out.get("traceback", [])))
-        if out.get("output_type") == "stream" and out.get("name") == "stderr" and out.get("text", "").strip():
-            text = _ANSI.sub("", out["text"]).strip()
+        if out.get("output_type") == "stream" and out.get("name") == "stderr" and _text(out.get("text", "")).strip():
+            text = _ANSI.sub("", _text(out["text"])).strip()
             return f"wrote to stderr: {text.splitlines()[-1]}"[:300], text
     return "", ""
+
+
+def _text(value) -> str:
+    """An output's text: a notebook file stores it as one string or as a list of lines."""
+    return "".join(value) if isinstance(value, list) else str(value)
 
 
 def _partial(cell, points: float) -> float | None:
@@ -91,7 +96,7 @@ def parts(nb) -> list[Part]:
         message, details = _failure(cell)
         earned = _partial(cell, points) if not message else None
         if earned is not None:  # the grader's checks gave part of the points: the failing checks say why
-            checks = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+            checks = "".join(_text(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
             failing = next((line.strip() for line in checks.splitlines() if line.strip().startswith("FAILED")),
                            "some checks failed")
             found.append(Part(name, points, f"{earned:g} of {points:g} points: {failing}"[:300], source, checks,

@@ -14,7 +14,7 @@ def _cell(grade_id: str, points: float, outputs: list) -> dict:
 
 def test_partial_credit_is_counted_and_explained():
     checks = "Hidden tests: 0.8 of 2 points\n  passed  a (0.4 points)\n  FAILED  b (0.4 points): shape (1, 1, 3, 3)\n"
-    partial = _cell("test_fixed", 2, [{"output_type": "stream", "name": "stdout", "text": checks},
+    partial = _cell("test_fixed", 2, [{"output_type": "stream", "name": "stdout", "text": checks.splitlines(True)},
                                       {"output_type": "execute_result", "execution_count": 1, "metadata": {},
                                        "data": {"text/plain": "0.8"}}])
     full = _cell("test_lp", 2, [{"output_type": "stream", "name": "stdout", "text": "ok\n"}])
