@@ -79,15 +79,9 @@ def chapter_times(book_root: Path) -> dict[str, float]:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    from lib.records import cpu_name
+
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "host": platform.node()}
 
 

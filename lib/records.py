@@ -63,6 +63,17 @@ def code_state() -> dict[str, Any]:
     return state
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what platform reports."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(command: str, *, allow_dirty: bool = True) -> dict[str, Any]:
     import torch
 
@@ -72,14 +83,7 @@ def provenance(command: str, *, allow_dirty: bool = True) -> dict[str, Any]:
         raise DirtyTreeError(
             f"the code this experiment runs has uncommitted changes ({files}), so its record could not say "
             f"what ran: commit them first (git commit), or pass --allow-dirty to record the diff and its sha256")
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         load = os.getloadavg()[0]
     except OSError:
