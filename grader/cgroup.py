@@ -12,7 +12,9 @@ tmpfs folders. Used here, in order:
 Creating them takes root (a grading server, a CI container) or a delegated subtree; where neither is possible,
 :func:`Scope.create` raises :class:`CgroupUnavailable` with the fix. The sandbox's first process joins the group
 before it starts bubblewrap (:meth:`Scope.enter`), so nothing inside starts outside it; :meth:`Scope.close`
-kills what is left and removes the group.
+kills what is left and removes the group. A grader killed before it could close (a lost Dask worker, SIGKILL, a
+crash) leaves its empty groups behind; :func:`sweep`, run by each :meth:`Scope.create`, removes the ones that
+have been empty for longer than a sandbox lives (:data:`STALE_AFTER`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONTROLLERS = ("memory", "pids")
+PREFIX = "cnn-grader-sandbox-"  # v1: the group's name beside other groups; v2: ``cnn-grader/sandbox-*``
+# A live sandbox's group is empty only between its mkdir and its first process (well under a second) and between
+# its last process and close (a few seconds); the wall-clock limit (SANDBOX_WALL_TIME, 15 min) bounds the rest.
+STALE_AFTER = 3600.0
 
 
 class CgroupUnavailable(RuntimeError):
@@ -63,6 +69,7 @@ class Scope:
 
     @classmethod
     def create(cls, memory: int, processes: int) -> Scope:
+        sweep()
         name = f"sandbox-{os.getpid()}-{secrets.token_hex(4)}"
         errors = []
         for make in (_make_v2, _make_v1):
@@ -151,15 +158,18 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _make_v2(name: str) -> Scope:
-    """cgroup v2"""
-    mounts = [m for m in _mounts() if m[0] == "cgroup2"]
-    for _, point, _, _ in mounts:
+def _v2_root() -> Path:
+    """The cgroup2 mount whose root offers the memory and pids controllers."""
+    for _, point, _, _ in (m for m in _mounts() if m[0] == "cgroup2"):
         root = Path(point)
         if set(CONTROLLERS) <= set(_read(root / "cgroup.controllers").split()):
-            break
-    else:
-        raise LookupError("no cgroup2 mount with the memory and pids controllers")
+            return root
+    raise LookupError("no cgroup2 mount with the memory and pids controllers")
+
+
+def _make_v2(name: str) -> Scope:
+    """cgroup v2"""
+    root = _v2_root()
     enable = " ".join(f"+{c}" for c in CONTROLLERS)
     parent = root / "cnn-grader"
     if not set(CONTROLLERS) <= set(_read(root / "cgroup.subtree_control").split()):
@@ -171,17 +181,22 @@ def _make_v2(name: str) -> Scope:
     return Scope([parent / name], 2)
 
 
+def _v1_parent(controller: str) -> Path:
+    """Where cgroup v1's ``controller`` hierarchy has this process's own group: the sandboxes' groups go below it."""
+    own = _own_paths()
+    found = [m for m in _mounts() if m[0] == "cgroup" and controller in m[3].split(",")]
+    if not found or controller not in own:
+        raise LookupError(f"no cgroup v1 {controller} hierarchy")
+    _, point, mounted, _ = found[0]
+    inside = os.path.relpath(own[controller], mounted) if own[controller].startswith(mounted) else "."
+    return (Path(point) / inside).resolve()
+
+
 def _make_v1(name: str) -> Scope:
     """cgroup v1"""
-    own = _own_paths()
     dirs = []
     for controller in CONTROLLERS:
-        found = [m for m in _mounts() if m[0] == "cgroup" and controller in m[3].split(",")]
-        if not found or controller not in own:
-            raise LookupError(f"no cgroup v1 {controller} hierarchy")
-        _, point, mounted, _ = found[0]
-        inside = os.path.relpath(own[controller], mounted) if own[controller].startswith(mounted) else "."
-        group = (Path(point) / inside / f"cnn-grader-{name}").resolve()
+        group = _v1_parent(controller) / f"cnn-grader-{name}"
         try:
             group.mkdir()
         except OSError:
@@ -189,3 +204,41 @@ def _make_v1(name: str) -> Scope:
             raise
         dirs.append(group)
     return Scope(dirs, 1)
+
+
+def groups() -> list[Path]:
+    """Every sandbox group in the places this process makes them (v2's ``cnn-grader/``, v1's parents)."""
+    parents = []
+    try:
+        parents.append((_v2_root() / "cnn-grader", "sandbox-"))
+    except (OSError, LookupError):
+        pass
+    for controller in CONTROLLERS:
+        try:
+            parents.append((_v1_parent(controller), PREFIX))
+        except (OSError, LookupError):
+            pass
+    found = []
+    for parent, prefix in parents:
+        try:
+            found += [d for d in parent.iterdir() if d.name.startswith(prefix) and d.is_dir()]
+        except OSError:
+            continue
+    return found
+
+
+def sweep(older_than: float = STALE_AFTER) -> list[Path]:
+    """Remove the sandbox groups a killed grader left: empty, and made more than ``older_than`` seconds ago.
+
+    The kernel refuses to remove a group that holds a process, so a live sandbox's group stays whatever its age.
+    Returns the groups removed."""
+    removed, now = [], time.time()
+    for group in groups():
+        try:
+            if now - group.stat().st_mtime < older_than or _read(group / "cgroup.procs").split():
+                continue
+            group.rmdir()
+        except OSError:
+            continue
+        removed.append(group)
+    return removed

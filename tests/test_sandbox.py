@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from grader import sandbox
+from grader import cgroup, sandbox
 from grader.autograde import autograde
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "nbgrader_fixtures"))
@@ -26,6 +27,7 @@ import submissions as fixtures  # noqa: E402
 
 pytestmark = [pytest.mark.slow]
 A = "mixed_pooling"
+ROOT = Path(__file__).resolve().parents[1]
 MARKER = "sandbox-test-0e1f"  # in every file the threats try to create, and the sleeping processes' arguments
 
 
@@ -152,6 +154,7 @@ def graded(tmp_path_factory):
         skip = ("/autograded/", "/feedback/", "gradebook.db", ".autograde-state", "/.jupyter", "pytest-of-",
                 "grader-", "/.cache/", "/.local/", "__pycache__", "/.ipython/", "/.config/matplotlib", "torch_")
         before_files = _hash_tree(*watched, skip=skip, shallow=watched[1:])
+        before_groups = set(cgroup.groups())
         start = time.time()
         outcomes = {o.student: o for o in autograde(root, students=list(threats), jobs=2, quiet=True,
                                                      overrides={"GuardCells": {"enabled": False}})}
@@ -160,7 +163,8 @@ def graded(tmp_path_factory):
         after_files = _hash_tree(*watched, skip=skip, shallow=watched[1:])
         yield {"root": root, "outcomes": outcomes, "before_grades": before_grades, "after_grades": _grades(root),
                "before_files": before_files, "after_files": after_files, "listener": listener,
-               "home_secret": home_secret, "seconds": seconds}
+               "home_secret": home_secret, "seconds": seconds,
+               "groups_left": sorted(set(cgroup.groups()) - before_groups)}
     finally:
         listener.close()
         home_secret.unlink(missing_ok=True)
@@ -327,7 +331,6 @@ def _copy_course(target: Path) -> Path:
 
 def test_grading_works_in_a_course_under_tmp_in_a_path_with_a_space():
     """The sandbox's /tmp is mounted before the course's binds: a clone under /tmp (its lib and data too) grades."""
-    import os
     import shutil
     import subprocess
     import tempfile
@@ -366,8 +369,42 @@ def test_the_ipc_folder_is_capped(graded):
 
 
 def test_the_cgroups_are_removed(graded):
-    left = [p for p in Path("/sys/fs/cgroup").rglob("*sandbox-*") if "cnn-grader" in str(p) and p.is_dir()]
-    assert not left, f"cgroups left behind: {left[:5]}"
+    """Every group the class's grading made is gone when it ends (those of other graders on the machine, some
+    killed on purpose by other tests, are not this run's)."""
+    assert not graded["groups_left"], f"cgroups left behind: {graded['groups_left'][:5]}"
+
+
+def test_a_killed_graders_groups_are_swept(tmp_path):
+    """A grader killed before it closed its sandbox (SIGKILL, a lost Dask worker) leaves an empty group: the next
+    sandbox's creation removes it once it is older than a sandbox lives; a young one, or one that holds a process,
+    stays."""
+    import subprocess
+
+    _require_sandbox()
+    killed = subprocess.Popen([sys.executable, "-c", "from grader import cgroup; import os, signal; "
+                               "s = cgroup.Scope.create(1 << 30, 64); print(*s.dirs, flush=True); "
+                               "os.kill(os.getpid(), signal.SIGKILL)"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    abandoned = [Path(p) for p in killed.communicate(timeout=60)[0].split()]
+    assert abandoned and all(d.is_dir() for d in abandoned), "the killed grader made no group"
+    busy = cgroup.Scope.create(1 << 30, 64)
+    sleeper = subprocess.Popen([*busy.enter(), "sleep", "60"])
+    try:
+        for _ in range(100):  # until the sleeper has joined its group
+            if all((d / "cgroup.procs").read_text().split() for d in busy.dirs):
+                break
+            time.sleep(0.05)
+        for d in abandoned + busy.dirs:
+            os.utime(d, (time.time() - 2 * cgroup.STALE_AFTER,) * 2)
+        young = cgroup.Scope.create(1 << 30, 64)  # sweeps first
+        try:
+            assert not any(d.exists() for d in abandoned), f"left behind: {abandoned}"
+            assert all(d.is_dir() for d in busy.dirs + young.dirs), "a live or young group was removed"
+        finally:
+            young.close()
+    finally:
+        sleeper.kill()
+        busy.close()
+    assert not any(d.exists() for d in busy.dirs)
 
 
 def test_a_submission_past_the_wall_clock_limit_keeps_what_ran_and_the_run_goes_on(tmp_path, monkeypatch):
