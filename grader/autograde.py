@@ -15,6 +15,7 @@ everything); an interrupted run (Ctrl-C) leaves the gradebook consistent and the
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import os
@@ -22,11 +23,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.course import _api, _prepare_nbgrader, generate_exercises, submissions
+from grader.course import nbgrader_api, prepare_nbgrader, generate_exercises, submissions
 from grader.worker import Result, Task, code_sha256, grade, source_sha256, warm, warm_in_background
 
 STATE_FILE = ".autograde-state.json"  # in the course root: each graded submission's content hash and grading time
@@ -204,7 +205,7 @@ def _expected_seconds(tasks: list[Task], state: dict[str, dict]) -> dict[str, fl
         by_assignment.setdefault(key.split("/")[0], []).append(s)
     size = {f"{t.assignment}/{t.student}": sum(map(len, t.files.values())) for t in tasks}
     typical = statistics.median(seconds.values()) if seconds else 1.0
-    mean_size = statistics.mean(size.values()) or 1
+    mean_size = (statistics.mean(size.values()) if size else 0) or 1
     out = {}
     for t in tasks:
         key = f"{t.assignment}/{t.student}"
@@ -233,104 +234,145 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
     """Grade the submissions in ``root``/submitted (all assignments, or ``names``; all students, or
     ``students``) and return one :class:`Outcome` per submission graded, in the order they finished.
 
-    ``jobs``: worker processes on this machine (default: the number of cores); ``scheduler``: the address of a
-    Dask scheduler instead (``tls://``; ``certs``: the folder of its certificates, default ``DASK_CERTS`` or
-    ``.dask-certs``). ``force=False`` skips submissions graded before whose content has not changed.
-    """
+    ``jobs``: worker processes here (default: the cores); ``scheduler``: a Dask scheduler's address instead
+    (``tls://``; ``certs``: its certificates' folder, default ``DASK_CERTS`` or ``.dask-certs``). ``force=False``
+    skips submissions graded before whose content has not changed."""
     root = Path(root).resolve()
     found = [(a, s) for a, s in submissions(root, names) if not students or s in students]
     if not found:
         return []
-    assignments = sorted({a for a, _ in found})
     jobs = max(1, jobs or os.cpu_count() or 1)
-    # The workers start first: they import nbgrader and make their scratch courses while this process does the same
-    # and reads the class (a few seconds each, which would otherwise come one after the other).
-    executor, client = _executor(min(jobs, len(found)), scheduler, root, assignments, certs)
+    # The workers start first: they get ready (seconds each) while this process reads the class.
+    executor, client = _executor(min(jobs, len(found)), scheduler, root, sorted({a for a, _ in found}), certs)
     try:
-        tasks, hashes, state, api = _prepare(root, found, force, quiet, overrides)
+        tasks, book = _prepare(root, found, force, quiet, overrides)
     except BaseException:
         _close(executor, client, wait=False)
         raise
-    outcomes: list[Outcome] = []
     if not tasks:  # nothing new to grade: the workers, still importing nbgrader, are not waited for
-        processes = list((getattr(executor, "_processes", None) or {}).values())
-        _close(executor, client, wait=False)
-        for process in processes:
-            process.terminate()
-        return outcomes
-    expected = _expected_seconds(tasks, state)
-    tasks.sort(key=lambda t: -expected[f"{t.assignment}/{t.student}"])
-    bar = _progress(len(tasks), (not quiet) if progress is None else progress)
-    failed = 0
-    futures = {}
+        _abandon(executor, client)
+        return []
+    report = Report(len(tasks), quiet, progress, on_result)
     finished = False  # False on Ctrl-C or an error: then the workers are not waited for
-    # Ctrl-C sets a flag, looked at between submissions: a KeyboardInterrupt raised inside nbgrader's API would be
-    # swallowed by its `capture_log` (a bare except) and the run would go on, or land between two gradebook writes.
+    try:
+        with _interruptible() as interrupted, contextlib.closing(_results(executor, tasks, interrupted)) as results:
+            for task, result in results:
+                report.add(book.record(task, result))
+        finished = True
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(report.outcomes)} of {len(tasks)} submission(s) graded and in the gradebook; "
+              f"run the same command again to grade the rest", file=sys.stderr)
+        raise
+    finally:
+        report.close()
+        _close(executor, client, wait=finished)  # after Ctrl-C the workers got the signal too: not waited for
+    return report.outcomes
+
+
+# ---- results: what the workers return, as they finish
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C sets a flag, looked at between submissions: a KeyboardInterrupt raised inside nbgrader's API would be
+    swallowed by its `capture_log` (a bare except) and the run would go on, or land between two gradebook writes.
+    Raises KeyboardInterrupt at the end of the block when it was set."""
     interrupted = threading.Event()
     previous = (signal.signal(signal.SIGINT, lambda *_: interrupted.set())
                 if threading.current_thread() is threading.main_thread() else None)
     try:
-        futures = {executor.submit(grade, task): task for task in tasks}
-        pending = set(futures)
+        yield interrupted
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _results(executor, tasks: list[Task], interrupted: threading.Event) -> Iterator[tuple[Task, Result]]:
+    """Each task and its worker's result as they finish, until all have or Ctrl-C; a task whose worker died
+    (twice, on Dask) or could not run it gets a failed result that says so. Unfinished tasks are cancelled."""
+    futures = {executor.submit(grade, task): task for task in tasks}
+    pending = set(futures)
+    try:
         while pending and not interrupted.is_set():
             done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
             for future in done:
                 if interrupted.is_set() and future.exception() is not None:
-                    break  # its worker got the Ctrl-C too: not a failure of the submission
-                task = futures[future]
-                try:
-                    result = future.result()
-                except Exception as e:  # noqa: BLE001 - the worker died (twice, on Dask), or could not run the task
-                    name = type(e).__name__
-                    why = ("its worker died while grading it" + (", twice: not retried" if name == "KilledWorker" else "")
-                           if name in ("KilledWorker", "BrokenProcessPool") else f"{name}: {e}")
-                    result = Result(task.assignment, task.student, False, 0.0, reason=why[:300])
-                folder = root / "submitted" / task.student / task.assignment
-                _register(api, task.assignment, task.student, _timestamp(api, folder))
-                if result.ok:
-                    _record(api, result)
-                outcome = _outcome(api, result)
-                outcome.recorded = time.time()
-                if outcome.ok:
-                    key = f"{task.assignment}/{task.student}"
-                    state[key] = {"sha256": hashes[key], "seconds": round(result.seconds, 1)}
-                    _save_state(root, state)
-                else:
-                    failed += 1
-                outcomes.append(outcome)
-                if on_result is not None:
-                    on_result(outcome)
-                if not quiet:
-                    line = row(outcome)
-                    bar.write(line) if bar is not None else print(line, flush=True)
-                if bar is not None:
-                    bar.set_postfix_str(f"{failed} failed", refresh=False)
-                    bar.update(1)
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        finished = True
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {len(outcomes)} of {len(tasks)} submission(s) graded and in the gradebook; "
-              f"run the same command again to grade the rest", file=sys.stderr)
-        raise
+                    return  # its worker got the Ctrl-C too: not a failure of the submission
+                yield futures[future], _result_of(future, futures[future])
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        if bar is not None:
-            bar.close()
         for f in futures:
             f.cancel()
-        _close(executor, client, wait=finished)  # after Ctrl-C the workers got the signal too: not waited for
-    return outcomes
+
+
+def _result_of(future: cf.Future, task: Task) -> Result:
+    try:
+        return future.result()
+    except Exception as e:  # noqa: BLE001 - the worker died (twice, on Dask), or could not run the task
+        name = type(e).__name__
+        why = ("its worker died while grading it" + (", twice: not retried" if name == "KilledWorker" else "")
+               if name in ("KilledWorker", "BrokenProcessPool") else f"{name}: {e}")
+        return Result(task.assignment, task.student, False, 0.0, reason=why[:300])
+
+
+# ---- bookkeeping: the gradebook and the state file, written by this process only
+
+@dataclass
+class Bookkeeping:
+    """nbgrader's API on the course, and the state file: what was graded, from which content, in how long."""
+    root: Path
+    api: object
+    state: dict[str, dict]
+    hashes: dict[str, str]
+
+    def record(self, task: Task, result: Result) -> Outcome:
+        """One submission in the gradebook (registered even when it failed) and, when it was graded, in the state
+        file; returns its outcome."""
+        folder = self.root / "submitted" / task.student / task.assignment
+        _register(self.api, task.assignment, task.student, _timestamp(self.api, folder))
+        if result.ok:
+            _record(self.api, result)
+        outcome = _outcome(self.api, result)
+        outcome.recorded = time.time()
+        if outcome.ok:
+            key = f"{task.assignment}/{task.student}"
+            self.state[key] = {"sha256": self.hashes[key], "seconds": round(result.seconds, 1)}
+            _save_state(self.root, self.state)
+        return outcome
+
+
+# ---- reporting: a line per submission, the progress bar, the caller's callback
+
+class Report:
+    def __init__(self, total: int, quiet: bool, progress: bool | None, on_result: Callable[[Outcome], None] | None):
+        self.outcomes: list[Outcome] = []
+        self.quiet, self.on_result = quiet, on_result
+        self.bar = _progress(total, (not quiet) if progress is None else progress)
+
+    def add(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        if self.on_result is not None:
+            self.on_result(outcome)
+        if not self.quiet:
+            line = row(outcome)
+            self.bar.write(line) if self.bar is not None else print(line, flush=True)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{sum(not o.ok for o in self.outcomes)} failed", refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _prepare(root: Path, found: list[tuple[str, str]], force: bool, quiet: bool, overrides: dict | None):
-    """The tasks to grade (all, or with ``force`` off those new or changed since they were graded), their content
-    hashes, the state file and nbgrader's API on the course, with every assignment in its gradebook."""
+    """The tasks to grade (all, or with ``force`` off those new or changed since they were graded), the longest
+    expected first (so that no worker is left with a long one at the end while the others idle), and the
+    bookkeeping: nbgrader's API on the course, with every assignment in its gradebook, and the state file."""
     from nbgrader.api import Gradebook
 
-    _prepare_nbgrader()
-    api = _api(root, overrides)
+    prepare_nbgrader()
+    api = nbgrader_api(root, overrides)
     with Gradebook(api.coursedir.db_url) as gb:
         known = {a.name for a in gb.assignments}
     for assignment in sorted({a for a, _ in found} - known):  # a fresh clone has no gradebook yet
@@ -351,7 +393,9 @@ def _prepare(root: Path, found: list[tuple[str, str]], force: bool, quiet: bool,
         tasks.append(Task(assignment, student, files, sources[assignment], overrides or {}, env, code))
     if skipped and not quiet:
         print(f"{skipped} submission(s) unchanged since they were graded: skipped (FORCE=1 regrades them)")
-    return tasks, hashes, state, api
+    expected = _expected_seconds(tasks, state)
+    tasks.sort(key=lambda t: -expected[f"{t.assignment}/{t.student}"])
+    return tasks, Bookkeeping(root, api, state, hashes)
 
 
 def _close(executor, client, *, wait: bool) -> None:
@@ -359,6 +403,14 @@ def _close(executor, client, *, wait: bool) -> None:
         client.close()
     else:
         executor.shutdown(wait=wait, cancel_futures=True)
+
+
+def _abandon(executor, client) -> None:
+    """Stop the workers without waiting for them (they may still be importing nbgrader)."""
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    _close(executor, client, wait=False)
+    for process in processes:
+        process.terminate()
 
 
 def row(o: Outcome) -> str:

@@ -13,6 +13,7 @@
     python -m grader dask-certs DIR            make the Dask grading cluster's TLS certificates (CA and cluster's)
 
 Every command runs in the course root (``--root``, default: the repository), where nbgrader_config.py is.
+Each is registered below with its arguments and its handler (``@command``); :func:`main` only dispatches.
 `nbgrader validate` exits 0 even when tests fail, and `nbgrader autograde` stops at nothing but reports
 failures only in its log: these commands read the results through nbgrader's Python API instead and say,
 per submission, what happened.
@@ -24,6 +25,8 @@ import contextlib
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from grader import course, sandbox
@@ -74,7 +77,7 @@ def validate(notebook: Path, root: Path = REPO) -> int:
     assignment in solutions/ runs its own (visible) tests, and the report says so."""
     from grader.worker import Task, grade, source_sha256
 
-    course._single_threaded()
+    course.single_threaded()
     student = _student_validator()
     assignment = _assignment_of(notebook, root)
     with sandbox_banner():
@@ -122,82 +125,135 @@ def dask_certs(folder: Path) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: Callable[[argparse.Namespace, Path], int]
+    arguments: tuple[tuple[tuple, dict], ...]
+    in_course: bool  # run in the course root (course.enter), where nbgrader finds its config
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def arg(*flags, **options) -> tuple[tuple, dict]:
+    """One argument of a command, as ``argparse.ArgumentParser.add_argument`` takes it."""
+    return flags, options
+
+
+def command(name: str, *arguments: tuple[tuple, dict], in_course: bool = True):
+    """Register the decorated ``handler(args, root) -> exit status`` as ``python -m grader name``."""
+    def register(handler: Callable[[argparse.Namespace, Path], int]):
+        COMMANDS[name] = Command(name, handler, arguments, in_course)
+        return handler
+    return register
+
+
+ASSIGNMENTS = arg("assignments", nargs="*")
+
+
+@command("exercises", ASSIGNMENTS)
+def _exercises(args, root: Path) -> int:
+    course.generate_exercises(root, args.assignments or None)
+    return 0
+
+
+@command("check-exercises")
+def _check_exercises(args, root: Path) -> int:
+    problems = course.stale_exercises(root)
+    for line in problems:
+        print(line)
+    if problems:
+        print("exercises/ is out of date: run `make exercises` and commit the result")
+        return 1
+    print("exercises/ matches solutions/")
+    return 0
+
+
+@command("collect", arg("assignment"), arg("archive", type=Path),
+         arg("--map", type=Path, default=None, help="a CSV of lms_id,student_id (Moodle's or Canvas's ids)"))
+def _collect(args, root: Path) -> int:
+    return course.collect(root, args.assignment, args.archive.resolve(), args.map)
+
+
+@command("autograde", ASSIGNMENTS,
+         arg("--student", action="append", help="only this student (repeatable)"),
+         arg("--jobs", type=int, default=None, help="submissions graded at once (default: the number of cores)"),
+         arg("--scheduler", default=None, help="a Dask scheduler's address, e.g. tls://host:8786"),
+         arg("--certs", type=Path, default=None,
+             help="the Dask cluster's certificates (default: DASK_CERTS, else .dask-certs in the course)"),
+         arg("--force", action="store_true", help="regrade submissions that have not changed since last time"))
+def _autograde(args, root: Path) -> int:
+    with sandbox_banner():
+        try:
+            outcomes = autograde(root, args.assignments or None, students=args.student, jobs=args.jobs,
+                                 scheduler=args.scheduler or None, force=args.force, certs=args.certs)
+        except KeyboardInterrupt:
+            return 130
+    print(summary(outcomes))
+    return 1 if any(not o.ok for o in outcomes) else 0
+
+
+@command("feedback", ASSIGNMENTS)
+def _feedback(args, root: Path) -> int:
+    return course.feedback(root, args.assignments or None)
+
+
+@command("export", arg("to", nargs="?", default=None, help="where to write (default: grades/<format>.csv, which git ignores)"),
+         arg("--format", default="csv", choices=["csv", "canvas", "moodle"], help="the layout (default: csv)"),
+         arg("--provisional", action="store_true",
+             help="write the LMS layouts although some written answers are not graded by hand yet"))
+def _export(args, root: Path) -> int:
+    return course.export(root, args.to, args.format, args.provisional)
+
+
+@command("similarity", arg("assignment"))
+def _similarity(args, root: Path) -> int:
+    from grader.similarity import similarity
+    return similarity(root, args.assignment)
+
+
+@command("validate", arg("notebook", type=Path), in_course=False)
+def _validate(args, root: Path) -> int:
+    notebook, problem = _student_validator().find_notebook(args.notebook.resolve())
+    if notebook is None:
+        print(problem)
+        return 2
+    course.enter(notebook.parent)
+    return validate(notebook, root)
+
+
+@command("student-release", arg("target", type=Path, help="an empty or new folder"), in_course=False)
+def _student_release(args, root: Path) -> int:
+    from grader.release import student_release
+    return student_release(root, args.target.resolve())
+
+
+@command("sandbox", in_course=False)
+def _sandbox(args, root: Path) -> int:
+    return describe_sandbox()
+
+
+@command("dask-certs", arg("folder", type=Path, nargs="?", default=Path(".dask-certs")), in_course=False)
+def _dask_certs(args, root: Path) -> int:
+    return dask_certs(args.folder)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=REPO, help="the course directory (default: the repository)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for c in COMMANDS.values():
+        one = sub.add_parser(c.name)
+        for flags, options in c.arguments:
+            one.add_argument(*flags, **options)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=REPO, help="the course directory (default: the repository)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("exercises").add_argument("assignments", nargs="*")
-    sub.add_parser("check-exercises")
-    p = sub.add_parser("collect")
-    p.add_argument("assignment")
-    p.add_argument("archive", type=Path)
-    p.add_argument("--map", type=Path, default=None, help="a CSV of lms_id,student_id (Moodle's or Canvas's ids)")
-    p = sub.add_parser("autograde")
-    p.add_argument("assignments", nargs="*")
-    p.add_argument("--student", action="append", help="only this student (repeatable)")
-    p.add_argument("--jobs", type=int, default=None, help="submissions graded at once (default: the number of cores)")
-    p.add_argument("--scheduler", default=None, help="a Dask scheduler's address, e.g. tls://host:8786")
-    p.add_argument("--certs", type=Path, default=None,
-                   help="the Dask cluster's certificates (default: DASK_CERTS, else .dask-certs in the course)")
-    p.add_argument("--force", action="store_true", help="regrade submissions that have not changed since last time")
-    sub.add_parser("feedback").add_argument("assignments", nargs="*")
-    p = sub.add_parser("export")
-    p.add_argument("to", nargs="?", default=None,
-                   help="where to write (default: grades/<format>.csv, which git ignores)")
-    p.add_argument("--format", default="csv", choices=["csv", "canvas", "moodle"], help="the layout (default: csv)")
-    p.add_argument("--provisional", action="store_true",
-                   help="write the LMS layouts although some written answers are not graded by hand yet")
-    sub.add_parser("similarity").add_argument("assignment")
-    sub.add_parser("validate").add_argument("notebook", type=Path)
-    sub.add_parser("student-release").add_argument("target", type=Path, help="an empty or new folder")
-    sub.add_parser("sandbox")
-    sub.add_parser("dask-certs").add_argument("folder", type=Path, nargs="?", default=Path(".dask-certs"))
-    args = parser.parse_args(argv)
-    root = args.root.resolve()
-    if args.command == "validate":
-        notebook, problem = _student_validator().find_notebook(args.notebook.resolve())
-        if notebook is None:
-            print(problem)
-            return 2
-        course._env(notebook.parent)
-        return validate(notebook, root)
-    if args.command == "sandbox":
-        return describe_sandbox()
-    if args.command == "dask-certs":
-        return dask_certs(args.folder)
-    if args.command == "student-release":
-        from grader.release import student_release
-        return student_release(root, args.target.resolve())
-    course._env(root)
-    if args.command == "exercises":
-        course.generate_exercises(root, args.assignments or None)
-        return 0
-    if args.command == "check-exercises":
-        problems = course.stale_exercises(root)
-        for line in problems:
-            print(line)
-        if problems:
-            print("exercises/ is out of date: run `make exercises` and commit the result")
-            return 1
-        print("exercises/ matches solutions/")
-        return 0
-    if args.command == "collect":
-        return course.collect(root, args.assignment, args.archive.resolve(), args.map)
-    if args.command == "autograde":
-        with sandbox_banner():
-            try:
-                outcomes = autograde(root, args.assignments or None, students=args.student, jobs=args.jobs,
-                                     scheduler=args.scheduler or None, force=args.force, certs=args.certs)
-            except KeyboardInterrupt:
-                return 130
-        print(summary(outcomes))
-        return 1 if any(not o.ok for o in outcomes) else 0
-    if args.command == "feedback":
-        return course.feedback(root, args.assignments or None)
-    if args.command == "similarity":
-        from grader.similarity import similarity
-        return similarity(root, args.assignment)
-    if args.command == "export":
-        return course.export(root, args.to, args.format, args.provisional)
-    return 2  # pragma: no cover
+    args = parser().parse_args(argv)
+    found, root = COMMANDS[args.command], args.root.resolve()
+    if found.in_course:
+        course.enter(root)
+    return found.handler(args, root)

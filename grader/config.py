@@ -27,6 +27,11 @@ from grader.sandbox import SandboxedExecute
 
 def configure(c) -> None:
     """Fill the traitlets config ``c`` (``get_config()`` in nbgrader_config.py)."""
+    for section in (_paths, _execution, _grading, _pages, _collecting):
+        section(c)
+
+
+def _paths(c) -> None:
     # Kernels started without the sandbox (SANDBOX=off) import the course's lib from the course root.
     root = str(Path(__file__).resolve().parents[1])
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -40,6 +45,10 @@ def configure(c) -> None:
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
                                 "*.py", "*.so", "*.pth", "lib", "grader", "torch", "torchvision"]
 
+
+
+def _execution(c) -> None:
+    """How notebooks run: the course's own kernel, generous limits."""
     # ---- how notebooks run: the course's own kernel, generous limits (the full experiments take about two
     # minutes; under the autograder NBGRADER_EXECUTION is set and they shrink to seconds)
     c.ExecutePreprocessor.kernel_name = "python3"
@@ -50,6 +59,9 @@ def configure(c) -> None:
     c.LimitOutput.max_lines = 1000
     c.LimitOutput.max_traceback = 100
 
+
+
+def _grading(c) -> None:
     # ---- grading
     c.Autograde.create_student = True            # anyone in submitted/ is graded, no roster needed
     c.OverwriteCells.add_missing_cells = True    # a deleted test cell is put back and run
@@ -64,6 +76,10 @@ def configure(c) -> None:
     c.Autograde.autograde_preprocessors = [HiddenCases, SandboxedExecute, JudgeReports, TruncateOutputs, IgnorePattern,
                                            ClearMetadataPreprocessor, LimitOutput, CapOutputs, InertOutputs,
                                            SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+
+
+def _pages(c) -> None:
+    """What the instructor and the students see: the formgrader and the feedback."""
     # ---- the Formgrader typesets math with the course's MathJax (grader/templates/formgrade/mathjax.html.j2; `make lab`
     #      serves it under /static/), not MathJax 2 from a CDN; nbgrader's own templates stay second in line
     c.HTMLExporter.extra_template_basedirs = [str(Path(__file__).parent / "templates"), str(
@@ -71,6 +87,9 @@ def configure(c) -> None:
     # ---- feedback: what the student sees, without the hidden tests
     c.GenerateFeedback.preprocessors = [GetGradesPending, HideHiddenTests, InertOutputs, CSSHTMLHeaderPreprocessor]
 
+
+
+def _collecting(c) -> None:
     # ---- collecting a zip of downloads: one folder per student, named by the student id, holding the notebook
     #      (e.g. downloaded/mixed_pooling/archive/all.zip -> all/alice/mixed_pooling.ipynb)
     c.ZipCollectApp.collector_plugin = "nbgrader.plugins.zipcollect.FileNameCollectorPlugin"

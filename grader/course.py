@@ -19,13 +19,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _single_threaded() -> None:
+def single_threaded() -> None:
     """Autograded notebooks do small pieces of work; one thread per kernel is faster than two on a busy
     machine (OpenMP threads wait for each other when the cores are shared). AUTOGRADE_THREADS overrides."""
     os.environ["OMP_NUM_THREADS"] = os.environ.get("AUTOGRADE_THREADS", "1")
 
 
-def _prepare_nbgrader() -> None:
+def prepare_nbgrader() -> None:
     """Before nbgrader runs: SQLAlchemy's and nbformat's warnings about nbgrader's own internals are noise for the
     instructor; nbgrader starts kernels (and `alembic`) as subprocesses, so the environment's bin must be on PATH;
     and a new gradebook's schema revision is read in this process rather than by a subprocess."""
@@ -59,15 +59,16 @@ def _alembic_head_in_process() -> None:
         nbgrader.api.get_alembic_version = head
 
 
-def _env(root: Path) -> None:
-    _prepare_nbgrader()
+def enter(root: Path) -> None:
+    """Work in the course at ``root`` (nbgrader reads nbgrader_config.py from the working directory)."""
+    prepare_nbgrader()
     os.chdir(root)
 
 
-def _api(root: Path, overrides: dict | None = None):
+def nbgrader_api(root: Path, overrides: dict | None = None):
     """nbgrader's Python API on the course in ``root``; ``overrides`` are config sections, e.g.
     ``{"Execute": {"timeout": 60}}``, applied over nbgrader_config.py."""
-    _prepare_nbgrader()  # nbgrader runs `alembic` from PATH: `.venv/bin/python -m grader ...` works unactivated
+    prepare_nbgrader()  # nbgrader runs `alembic` from PATH: `.venv/bin/python -m grader ...` works unactivated
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
@@ -100,7 +101,7 @@ def _run_app(app_cls, argv: list[str]) -> int:
 
 def generate_exercises(root: Path, names: list[str] | None = None) -> None:
     """`nbgrader generate_assignment` for each assignment: student versions into exercises/."""
-    api = _api(root)
+    api = nbgrader_api(root)
     for name in names or assignments(root):
         result = api.generate_assignment(name, force=True, create=True)
         if not result["success"]:
@@ -197,7 +198,7 @@ def feedback(root: Path, names: list[str] | None = None) -> int:
     skipped and said so; the submissions whose written answers wait for a hand grade are listed (provisional)."""
     from grader import feedback as pages
 
-    api = _api(root, pages.template_settings())
+    api = nbgrader_api(root, pages.template_settings())
     failures = 0
     for assignment in names or assignments(root):
         if not pages.graded(root, assignment):

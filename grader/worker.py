@@ -88,12 +88,12 @@ def _template(root: Path, assignment: str, digest: str) -> Path:
         key = (assignment, digest)
         if key in _TEMPLATES:
             return _TEMPLATES[key]
-        from grader.course import _api
+        from grader.course import nbgrader_api
 
         course = Path(tempfile.mkdtemp(prefix=f"grader-template-{assignment}-"))
         os.symlink(root / "solutions", course / "solutions")
         shutil.copy(root / "nbgrader_config.py", course)
-        result = _api(course).generate_assignment(assignment, force=True, create=True)
+        result = nbgrader_api(course).generate_assignment(assignment, force=True, create=True)
         if not result["success"]:
             raise RuntimeError(f"generate_assignment {assignment} failed in the worker: {result.get('error', '')}")
         _TEMPLATES[key] = course
@@ -109,9 +109,9 @@ def warm(assignments: list[str], root: str | None = None) -> None:
         if root:
             os.environ["GRADER_COURSE_ROOT"] = root
         from grader import sandbox
-        from grader.course import _prepare_nbgrader
+        from grader.course import prepare_nbgrader
 
-        _prepare_nbgrader()
+        prepare_nbgrader()
         if sandbox.enabled():
             sandbox.check()  # the start-up probe (an import of torch in the sandbox), before the first submission
         course = Path(os.environ.get("GRADER_COURSE_ROOT") or REPO)
@@ -137,68 +137,85 @@ def _cpu() -> float:
 def grade(task: Task, root: Path | None = None) -> Result:
     """Grade one submission (``root``: this worker's copy of the course, default the one it runs from)."""
     from grader import sandbox
-    from grader.course import _api, _prepare_nbgrader, reason
-    from grader.intake import regular_files
 
     root = Path(root or os.environ.get("GRADER_COURSE_ROOT") or REPO)
     start, cpu_start = time.perf_counter(), _cpu()
     sandbox.start_clock()  # the wall-clock limit counts from here: setting up and scanning it included
     result = Result(task.assignment, task.student, False, 0.0, worker=os.uname().nodename + f":{os.getpid()}",
                     started=time.time())
-    if os.environ.get("GRADER_FAULT_EXIT_ON") == task.student:  # fault injection for the retry tests
-        os._exit(17)
     digest = source_sha256(root, task.assignment)
+    result.reason = _other_version(task, root, digest)
+    if not result.reason:
+        oom_kills = sandbox.oom_kills()
+        _autograde(task, root, digest, result)
+        result.memory_exceeded |= sandbox.oom_kills() > oom_kills
+    result.seconds = time.perf_counter() - start
+    result.cpu_seconds = _cpu() - cpu_start
+    result.ended = time.time()
+    return result
+
+
+def _other_version(task: Task, root: Path, digest: str) -> str:
+    """Why this worker cannot grade the task (its course or grader code is not the instructor's), or ""."""
     if digest != task.source_sha256:
-        result.reason = (f"this worker's copy of the course ({root}) has another solutions/{task.assignment}/ than the "
-                         f"instructor's: update the worker's copy (git pull) and grade again")
-        result.seconds = time.perf_counter() - start
-        return result
+        return (f"this worker's copy of the course ({root}) has another solutions/{task.assignment}/ than the "
+                f"instructor's: update the worker's copy (git pull) and grade again")
     if task.code_sha256 and task.code_sha256 != code_sha256(root):
-        result.reason = (f"this worker's grader code (grader/, lib/ or nbgrader_config.py in {root}) differs from the "
-                         f"instructor's: update the worker's copy to the same commit and grade again")
-        result.seconds = time.perf_counter() - start
-        return result
-    _prepare_nbgrader()
+        return (f"this worker's grader code (grader/, lib/ or nbgrader_config.py in {root}) differs from the "
+                f"instructor's: update the worker's copy to the same commit and grade again")
+    return ""
+
+
+def _autograde(task: Task, root: Path, digest: str, result: Result) -> None:
+    """nbgrader's autograde on the submission alone, in a scratch course made from the assignment's template;
+    fills ``result`` (a failure is reported there, never raised into the pool)."""
+    from grader.course import nbgrader_api, prepare_nbgrader, reason
+
+    prepare_nbgrader()
     os.environ.update(task.env)
     os.environ["OMP_NUM_THREADS"] = os.environ.get("AUTOGRADE_THREADS", "1")
     template = _template(root, task.assignment, digest)
-    oom_kills = sandbox.oom_kills()
     scratch = Path(tempfile.mkdtemp(prefix=f"grader-{task.assignment}-"))
     try:
         os.symlink(root / "solutions", scratch / "solutions")
         shutil.copy(template / "nbgrader_config.py", scratch)
         shutil.copy(template / "gradebook.db", scratch)
-        folder = scratch / "submitted" / task.student / task.assignment
-        for rel, content in task.files.items():
-            path = (folder / rel).resolve()
-            if not path.is_relative_to(folder.resolve()):
-                raise ValueError(f"a submitted file points outside its folder: {rel}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-        out = _api(scratch, task.overrides).autograde(task.assignment, task.student, force=True, create=True)
+        _write_files(scratch / "submitted" / task.student / task.assignment, task.files)
+        out = nbgrader_api(scratch, task.overrides).autograde(task.assignment, task.student, force=True, create=True)
         result.log = out.get("log") or ""
         result.ok = bool(out["success"])
         result.disabled_cells = result.log.count("Disabling a cell of")
-        graded = scratch / "autograded" / task.student / task.assignment
         if result.ok:
-            for path in regular_files(graded)[0]:  # never through a link (grader.intake)
-                rel = str(path.relative_to(graded))
-                if path.suffix == ".ipynb" and path.parent == graded:
-                    result.notebooks[path.stem] = path.read_text()
-                else:
-                    result.files[rel] = path.read_bytes()
-            errors = [o.get("evalue", "") + o.get("ename", "") for text in result.notebooks.values()
-                      for c in json.loads(text)["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
-            result.memory_exceeded = any(m in e for e in errors for m in _MEMORY_ERRORS)
-            result.timed_out = any(sandbox.WALL_ERROR in e for e in errors)
+            _read_graded(scratch / "autograded" / task.student / task.assignment, result)
         else:
             result.reason = reason(out)
-        result.memory_exceeded |= sandbox.oom_kills() > oom_kills
     except Exception as e:  # noqa: BLE001 - one submission's failure is reported, never raised into the pool
         result.ok, result.reason = False, f"{type(e).__name__}: {e}"[:300]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    result.seconds = time.perf_counter() - start
-    result.cpu_seconds = _cpu() - cpu_start
-    result.ended = time.time()
-    return result
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for rel, content in files.items():
+        path = (folder / rel).resolve()
+        if not path.is_relative_to(folder.resolve()):
+            raise ValueError(f"a submitted file points outside its folder: {rel}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def _read_graded(graded: Path, result: Result) -> None:
+    """The graded notebooks and other files into ``result``, and whether a cell ran out of memory or time."""
+    from grader import sandbox
+    from grader.intake import regular_files
+
+    for path in regular_files(graded)[0]:  # never through a link (grader.intake)
+        rel = str(path.relative_to(graded))
+        if path.suffix == ".ipynb" and path.parent == graded:
+            result.notebooks[path.stem] = path.read_text()
+        else:
+            result.files[rel] = path.read_bytes()
+    errors = [o.get("evalue", "") + o.get("ename", "") for text in result.notebooks.values()
+              for c in json.loads(text)["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    result.memory_exceeded = any(m in e for e in errors for m in _MEMORY_ERRORS)
+    result.timed_out = any(sandbox.WALL_ERROR in e for e in errors)

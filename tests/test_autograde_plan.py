@@ -50,13 +50,13 @@ def test_the_state_file_keeps_hashes_and_durations_and_reads_the_older_format(tm
 
 
 def test_a_new_gradebook_is_stamped_with_the_revision_nbgrader_would_ask_alembic_for(tmp_path):
-    from grader.course import _prepare_nbgrader, alembic_head
+    from grader.course import prepare_nbgrader, alembic_head
 
     env = dict(os.environ, PATH=f"{Path(PY).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     theirs = subprocess.run([PY, "-c", "from nbgrader.api import get_alembic_version; print(get_alembic_version())"],
                             capture_output=True, text=True, env=env, check=True).stdout.split()[-1]
     assert alembic_head() == theirs and len(theirs) == 12
-    _prepare_nbgrader()
+    prepare_nbgrader()
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{tmp_path / 'gradebook.db'}"):

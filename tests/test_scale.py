@@ -66,12 +66,12 @@ def gradebook(root: Path) -> dict:
 @pytest.fixture(scope="module")
 def sequential(tmp_path_factory):
     """The class graded the way nbgrader does, one submission after another through its own API."""
-    from grader.course import _api, _prepare_nbgrader, generate_exercises
+    from grader.course import nbgrader_api, prepare_nbgrader, generate_exercises
 
-    _prepare_nbgrader()
+    prepare_nbgrader()
     root = _course(tmp_path_factory.mktemp("sequential") / "course", _class(fixtures.Course(ROOT)))
     generate_exercises(root, [A])
-    api = _api(root)
+    api = nbgrader_api(root)
     here = Path.cwd()
     try:
         for student in sorted(p.name for p in (root / "submitted").iterdir()):
@@ -172,10 +172,12 @@ class Cluster:
             fixtures.make_course(copy, cell_timeout=60)
             self.copies.append(copy)
             worker_env = dict(env, GRADER_COURSE_ROOT=str(copy))
-            if fault_student:
-                worker_env["GRADER_FAULT_EXIT_ON"] = fault_student
+            fault = []
+            if fault_student:  # grading this student makes the worker exit (tests/nbgrader_fixtures/worker_fault.py)
+                worker_env["GRADER_TEST_FAULT_ON"] = fault_student
+                fault = ["--preload", str(Path(fixtures.__file__).with_name("worker_fault.py"))]
             self.procs.append(subprocess.Popen(
-                [dask, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+                [dask, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard", *fault,
                  "--name", f"w{i}", "--local-directory", str(base / f"dask-w{i}"), *tls], env=worker_env,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         from distributed import Client

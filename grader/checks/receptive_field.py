@@ -106,37 +106,40 @@ def reference_field(model: nn.Module, input_size: Sequence[int]) -> dict:
     for node in graph.nodes:
         if node.op == "placeholder":
             fields[node] = (_Axis(1, 1, 0.0, h), _Axis(1, 1, 0.0, w))
-            continue
-        if node.op == "output":
+        elif node.op == "output":
             out = fields[node.args[0]]
             break
-        inputs = [fields[a] for a in node.all_input_nodes if fields.get(a) is not None]
-        local = [f for f in inputs if f is not _GLOBAL]
-        geometry = None
-        if node.op == "call_module":
-            m = modules[node.target]
-            if isinstance(m, _GLOBAL_MODULES):
-                fields[node] = _GLOBAL
-                continue
-            geometry = _window_geometry(m)
-        elif node.op == "call_function" and node.target in _POOL_FUNCTIONS:
-            geometry = _function_geometry(node)
-        elif (node.op == "call_function" and node.target in _GLOBAL_FUNCTIONS) or \
-                (node.op == "call_method" and node.target == "mean"):
-            fields[node] = _GLOBAL
-            continue
-        if not local:
-            fields[node] = _GLOBAL if inputs else None
-        elif geometry is not None:
-            k, s, p, d, ceil = geometry
-            fields[node] = tuple(_through(local[0][a], k[a], s[a], p[a], d[a], ceil) for a in range(2))
         else:
-            fields[node] = max(local, key=lambda f: f[0].r * f[1].r)
+            fields[node] = _node_field(node, modules, [fields[a] for a in node.all_input_nodes
+                                                       if fields.get(a) is not None])
     if out is None or out is _GLOBAL:
         raise ValueError("the model's output has no spatial layout")
     return {"size": (out[0].r, out[1].r), "jump": (out[0].j, out[1].j),
             "centers": (tuple(out[0].start + i * out[0].j for i in range(out[0].n)),
                         tuple(out[1].start + i * out[1].j for i in range(out[1].n)))}
+
+
+def _node_field(node: fx.Node, modules: dict[str, nn.Module], inputs: list) -> object:
+    """One node's field from its inputs' fields: through its window (a convolution or a pooling), global (a
+    global pooling, a mean, a linear layer), or the largest local input's where paths meet."""
+    geometry = None
+    if node.op == "call_module":
+        m = modules[node.target]
+        if isinstance(m, _GLOBAL_MODULES):
+            return _GLOBAL
+        geometry = _window_geometry(m)
+    elif node.op == "call_function" and node.target in _POOL_FUNCTIONS:
+        geometry = _function_geometry(node)
+    elif (node.op == "call_function" and node.target in _GLOBAL_FUNCTIONS) or \
+            (node.op == "call_method" and node.target == "mean"):
+        return _GLOBAL
+    local = [f for f in inputs if f is not _GLOBAL]
+    if not local:
+        return _GLOBAL if inputs else None
+    if geometry is not None:
+        k, s, p, d, ceil = geometry
+        return tuple(_through(local[0][a], k[a], s[a], p[a], d[a], ceil) for a in range(2))
+    return max(local, key=lambda f: f[0].r * f[1].r)
 
 
 # ---- hidden cases: models given by their source ------------------------------------------------------------
