@@ -1,10 +1,10 @@
-"""Colab that works: every chapter's first code cell installs the course where `lib` is missing, and does nothing
-where it is there.
+"""Colab that works: every chapter's and every exercise's first code cell installs the course where `lib` is
+missing, and does nothing where it is there (nor in the autograder, which blanks it).
 
 The Colab case is played here without a network: a fresh virtual environment that has the course's packages
 (torch, torchvision, ...) but not `lib`, a home folder of its own, the repository address pointed at a local
-clone of this repository, and the data from the local cache. The install cell runs, then the chapter's next
-cells (its imports and its first computation).
+clone of this repository, and the data
+from the local cache. The install cell runs, then the notebook's next cells.
 """
 from __future__ import annotations
 
@@ -25,10 +25,44 @@ import colab_cells  # noqa: E402
 
 def test_every_chapter_starts_with_the_install_cell_of_the_configured_repository():
     assert colab_cells.check() == [], "run `make colab-cells` after changing _config.yml's repository.url"
-    for path in colab_cells.chapters():
+    assert len(colab_cells.exercises()) >= 3
+    for path in colab_cells.chapters() + colab_cells.exercises():
         cells = json.loads(path.read_text())["cells"]
         first_code = next(c for c in cells if c["cell_type"] == "code")
         assert colab_cells.TAG in first_code["metadata"].get("tags", []), f"{path.name}: not the first code cell"
+
+
+def test_the_exercises_install_cell_is_outside_grading():
+    """An ordinary cell: no nbgrader metadata (so no checksum, no grade, nothing the release's rewrite could break)
+    and no line of the solutions' notebooks, which do not have it (`make exercises` adds it)."""
+    for path in colab_cells.exercises():
+        cell = colab_cells._install_cell(json.loads(path.read_text()))
+        assert "nbgrader" not in cell["metadata"] and set(cell["metadata"]) == {"tags"}, path.name
+        solution = ROOT / "solutions" / path.parent.name / path.name
+        assert colab_cells._install_cell(json.loads(solution.read_text())) is None
+
+
+def test_the_autograder_blanks_the_install_cell_before_the_guard_reads_it():
+    """SkipInstallCell (before GuardCells) empties the cell as the exercise gave it, for any repository or pinned
+    commit: the grader has the course and no network. An edited install cell stays an ordinary cell, which the guard
+    judges like any other (here: it disables it, naming subprocess)."""
+    import nbformat
+
+    from grader.preprocessors import GuardCells, SkipInstallCell
+
+    exercise = nbformat.read(colab_cells.exercises()[0], as_version=4)
+    released = nbformat.read(colab_cells.exercises()[0], as_version=4)
+    colab_cells._install_cell(released).source = colab_cells.pin(colab_cells.cell_source("file:///x/y"), "ab12")
+    edited = nbformat.read(colab_cells.exercises()[0], as_version=4)
+    colab_cells._install_cell(edited).source += "\nprint('mine')"
+    outcomes = []
+    for nb in (exercise, released, edited):
+        for step in (SkipInstallCell(), GuardCells()):
+            nb, _ = step.preprocess(nb, {"nbgrader": {"assignment": "mixed_pooling", "student": "s"}})
+        outcomes.append(colab_cells._install_cell(nb).source)
+    assert outcomes[0] == outcomes[1] and "autograder does not run it" in outcomes[0]
+    assert "subprocess" not in outcomes[0] and compile(outcomes[0], "cell", "exec")
+    assert outcomes[2].startswith("raise RuntimeError(") and "subprocess" in outcomes[2] and "print('mine')" in outcomes[2]
 
 
 def test_in_the_course_environment_the_cell_does_nothing_and_prints_nothing():
@@ -108,24 +142,7 @@ def test_the_cell_installs_the_pinned_commit_and_warns_of_an_unsupported_torch(t
                    cwd=clone, check=True)
     timings["1 repository with a later, broken tip"] = time.perf_counter() - start
     t = time.perf_counter()
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    # the environment's own packages, as Colab has them, but not the course: a plain path, whose .pth files
-    # (the course's editable install among them) are not read
-    (site / "course_env_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _fake_distribution(site, "torch", "2.99.0")
-    home = tmp_path / "home"
-    home.mkdir()
-    # nothing of this machine's environment (PYTHONPATH would put the course on the path)
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
-           "CNN_COURSE_PROGRESS": "0", "OMP_NUM_THREADS": "1",
-           "FASHION_MNIST_DIR": os.environ.get("FASHION_MNIST_DIR") or str(_data_dir())}
-    probe = subprocess.run([str(python), "-c", "import torch, torchvision; import lib"], capture_output=True, text=True,
-                           cwd=tmp_path, env=env)
-    assert "No module named 'lib'" in probe.stderr, probe.stderr[-500:]
+    python, env, home = _fresh_environment(tmp_path, torch="2.99.0")
     timings["2 fresh environment"] = time.perf_counter() - t
     chapter = ROOT / "book" / "resnet.ipynb"
     install, *rest = _code_cells(chapter, 3)
@@ -150,6 +167,31 @@ def test_the_cell_installs_the_pinned_commit_and_warns_of_an_unsupported_torch(t
                            capture_output=True, text=True, env=env, cwd=tmp_path)
     assert str(course) in again.stdout, again.stdout + again.stderr
     print("Colab test:", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+
+
+def _fresh_environment(tmp_path: Path, torch: str | None = None) -> tuple[Path, dict, Path]:
+    """Colab, offline: a new virtual environment with the course's packages but not `lib` (torch saying it is
+    `torch` if given), a home folder of its own and the data from this machine's cache. (python, env, home)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    # the environment's own packages, as Colab has them, but not the course: a plain path, whose .pth files
+    # (the course's editable install among them) are not read
+    (site / "course_env_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    if torch:
+        _fake_distribution(site, "torch", torch)
+    home = tmp_path / "home"
+    home.mkdir()
+    # nothing of this machine's environment (PYTHONPATH would put the course on the path)
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+           "CNN_COURSE_PROGRESS": "0", "OMP_NUM_THREADS": "1",
+           "FASHION_MNIST_DIR": os.environ.get("FASHION_MNIST_DIR") or str(_data_dir())}
+    probe = subprocess.run([str(python), "-c", "import torch, torchvision; import lib"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env)
+    assert "No module named 'lib'" in probe.stderr, probe.stderr[-500:]
+    return python, env, home
 
 
 def _data_dir() -> Path:
