@@ -8,7 +8,7 @@
     python -m grader export [--format F] [TO]  grades/grades.csv, or F=canvas|moodle: grades/<F>.csv (LMS import)
     python -m grader similarity A              rank pairs of submissions by shared code: grades/similarity-A.html
     python -m grader validate NB.ipynb         grade a notebook as autograde does (hidden tests too); exit 1 on failure
-    python -m grader student-release DIR       write the tree a course publishes to its students
+    python -m grader student-release DIR --repository URL   write the tree a course publishes to its students (at URL)
     python -m grader sandbox                   check that the sandbox runs here; print its limits and command line
     python -m grader dask-certs DIR            make the Dask grading cluster's TLS certificates (CA and cluster's)
 
@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="write the LMS layouts although some written answers are not graded by hand yet")
     sub.add_parser("similarity").add_argument("assignment")
     sub.add_parser("validate").add_argument("notebook", type=Path)
-    sub.add_parser("student-release").add_argument("target", type=Path, help="an empty or new folder")
+    release = sub.add_parser("student-release")
+    release.add_argument("target", type=Path, help="an empty or new folder")
+    release.add_argument("--repository", default="", help="the address the release is published at (STUDENT_REPO)")
     sub.add_parser("sandbox")
     sub.add_parser("dask-certs").add_argument("folder", type=Path, nargs="?", default=Path(".dask-certs"))
     args = parser.parse_args(argv)
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return dask_certs(args.folder)
     if args.command == "student-release":
         from grader.release import student_release
-        return student_release(root, args.target.resolve())
+        return student_release(root, args.target.resolve(), args.repository)
     course._env(root)
     if args.command == "exercises":
         course.generate_exercises(root, args.assignments or None)

@@ -3,7 +3,7 @@ missing, and does nothing where it is there (nor in the autograder, which blanks
 
 The Colab case is played here without a network: a fresh virtual environment that has the course's packages
 (torch, torchvision, ...) but not `lib`, a home folder of its own, the repository address pointed at a local
-clone of this repository, and the data
+clone of this repository (for an exercise: at a local copy of the student release, as published), and the data
 from the local cache. The install cell runs, then the notebook's next cells.
 """
 from __future__ import annotations
@@ -192,6 +192,49 @@ def _fresh_environment(tmp_path: Path, torch: str | None = None) -> tuple[Path, 
                            cwd=tmp_path, env=env)
     assert "No module named 'lib'" in probe.stderr, probe.stderr[-500:]
     return python, env, home
+
+
+@pytest.mark.slow
+def test_an_exercise_installs_the_published_student_release(tmp_path):
+    """Colab, played offline, for an exercise as students get it. Steps: (1) the student release, written with a
+    local folder as its published address (STUDENT_REPO) and committed there as a repository; (2) a fresh
+    environment without `lib`; (3) the released exercise's cells as they are (the install cell names the published
+    repository), up to its first graded part's setup; (4) checks: the course came from the published repository,
+    its data loads, and nothing of it names the instructor's repository."""
+    from grader import release
+
+    timings, t = {}, time.perf_counter()
+    published = tmp_path / "course-student"
+    assert release.student_release(ROOT, published, f"file://{published}") == 0
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(published)]
+    subprocess.run(["git", "init", "--quiet", str(published)], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "--quiet", "-m", "student release"], check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    timings["1 student release, published"] = time.perf_counter() - t
+    t = time.perf_counter()
+    python, env, home = _fresh_environment(tmp_path)
+    timings["2 fresh environment"] = time.perf_counter() - t
+    exercise = published / "exercises" / "mixed_pooling" / "mixed_pooling.ipynb"
+    install, setup = _code_cells(exercise, 2)
+    assert f'COURSE_REPOSITORY = "file://{published}"' in install, "the release did not name its own address"
+    script = tmp_path / "first_cells.py"
+    script.write_text("\n".join([install, setup, "import lib",
+                                  "train, val, test = fashion_mnist_loaders(batch_size=4, train_subset=8)",
+                                  "x, y = next(iter(train))",
+                                  "print('FIRST CELLS RAN', tuple(x.shape), lib.__file__)"]) + "\n")
+    t = time.perf_counter()
+    result = subprocess.run([str(python), str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=1200)
+    timings["3 install cell and the first cells"] = time.perf_counter() - t
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    course = home / "cnn-course"
+    assert f"FIRST CELLS RAN (4, 1, 28, 28) {course / 'lib' / '__init__.py'}" in result.stdout, result.stdout[-2000:]
+    checked_out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=course, capture_output=True, text=True).stdout
+    assert checked_out.strip() == head, "the exercise installed something else than the published release"
+    assert not (course / "solutions").exists() and not (course / "grader").exists()
+    assert release.mentions(course, colab_cells.repository_url()) == []
+    print("Colab exercise test:", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
 
 
 def _data_dir() -> Path:
