@@ -112,16 +112,16 @@ def test_pinned_range_includes_the_pinned_versions():
 
 @pytest.mark.book
 def test_the_published_chapters_install_the_commit_the_book_was_built_from(built_book):
-    """The book's build writes the commit it was built from into the install cell of every chapter it
-    publishes (the download button's notebook); the repository's own cells name none."""
+    """The book's build writes the commit it was built from into the install cell of every chapter and exercise
+    it publishes (the download button's notebook); the repository's own cells name none."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert (built_book / "_static" / "build-commit.txt").read_text().strip() == head
-    for path in colab_cells.chapters():
-        published = built_book / "_sources" / "book" / path.name
+    for path in colab_cells.chapters() + colab_cells.exercises():
+        published = built_book / "_sources" / path.relative_to(ROOT)
         cell = colab_cells._install_cell(json.loads(published.read_text()))
         expected = colab_cells.pin(colab_cells.cell_source(colab_cells.repository_url()), head)
         assert "".join(cell["source"]) == expected, f"{published}: not pinned to {head}"
-        html = (built_book / "book" / path.with_suffix(".html").name).read_text()
+        html = (built_book / path.relative_to(ROOT).with_suffix(".html")).read_text()
         assert "COURSE_REPOSITORY" not in html, f"{path.name}: the book shows the install cell"
 
 
