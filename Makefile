@@ -160,8 +160,9 @@ dask-worker: setup data sandbox-tools
 	DASK_CONFIG=$(CURDIR)/grader/dask.yaml PYTHONPATH=$(CURDIR) $(BIN)/dask worker $(SCHEDULER) --host $(HOST) \
 		--nthreads 1 --nworkers 2 --no-dashboard $(DASK_TLS)
 
-# The tree to publish to students (no solutions, grader, hidden tests or instructor targets): make student-release DIR=../course-release
+# The tree to publish to students (no solutions, grader, hidden tests or instructor targets), naming the address it is
+# published at: make student-release DIR=../course-release STUDENT_REPO=https://github.com/<org>/<course>-student
 student-release:
-	@test -n "$(DIR)" || { echo "usage: make student-release DIR=<new folder outside the repository>"; exit 2; }
-	$(or $(wildcard $(BIN)/python),$(PYTHON)) -m grader student-release $(DIR)
+	@test -n "$(DIR)" || { echo "usage: make student-release DIR=<new folder outside the repository> STUDENT_REPO=<its public address>"; exit 2; }
+	$(or $(wildcard $(BIN)/python),$(PYTHON)) -m grader student-release $(DIR) --repository "$(STUDENT_REPO)"
 #@end-instructor

@@ -8,7 +8,7 @@
     python -m grader export [--format F] [TO]  grades/grades.csv, or F=canvas|moodle: grades/<F>.csv (LMS import)
     python -m grader similarity A              rank pairs of submissions by shared code: grades/similarity-A.html
     python -m grader validate NB.ipynb         grade a notebook as autograde does (hidden tests too); exit 1 on failure
-    python -m grader student-release DIR       write the tree a course publishes to its students
+    python -m grader student-release DIR --repository URL   write the tree a course publishes to its students (at URL)
     python -m grader sandbox                   check that the sandbox runs here; print its limits and command line
     python -m grader dask-certs DIR            make the Dask grading cluster's TLS certificates (CA and cluster's)
 
@@ -223,10 +223,11 @@ def _validate(args, root: Path) -> int:
     return validate(notebook, root)
 
 
-@command("student-release", arg("target", type=Path, help="an empty or new folder"), in_course=False)
+@command("student-release", arg("target", type=Path, help="an empty or new folder"),
+         arg("--repository", default="", help="the address the release is published at (STUDENT_REPO)"), in_course=False)
 def _student_release(args, root: Path) -> int:
     from grader.release import student_release
-    return student_release(root, args.target.resolve())
+    return student_release(root, args.target.resolve(), args.repository)
 
 
 @command("sandbox", in_course=False)

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import nbgrader
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
+from nbgrader.converters import GenerateAssignment
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearOutput, DeduplicateIds,
                                     IgnorePattern, LimitOutput, OverwriteKernelspec, SaveAutoGrades)
 
 from grader.cells import LooseCopies, RestoreCells
 from grader.feedback import GetGradesPending
 from grader.judge import HiddenCases, JudgeReports
-from grader.preprocessors import GuardCells, HideHiddenTests, TruncateOutputs
+from grader.preprocessors import (GuardCells, HideHiddenTests, InstallCell, SkipInstallCell, TruncateOutputs,
+                                  colab_cells)
 from grader.sanitize import CapOutputs, InertOutputs
 from grader.sandbox import SandboxedExecute
 
@@ -44,6 +46,11 @@ def _paths(c) -> None:
     # would be imported instead of the real ones (the notebook's folder comes first on sys.path).
     c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback",
                                 "*.py", "*.so", "*.pth", "lib", "grader", "torch", "torchvision"]
+    # The student versions start with the chapters' install cell (Colab, Binder), an ordinary cell outside
+    # nbgrader's checksums, naming _config.yml's repository; the student release names the published one.
+    c.GenerateAssignment.preprocessors = [*GenerateAssignment.class_traits()["preprocessors"].default(), InstallCell]
+    if (Path(root) / "_config.yml").is_file():  # (a grading worker's copy may have only what grading needs)
+        c.InstallCell.repository_url = colab_cells().repository_url(Path(root))
 
 
 
@@ -68,7 +75,7 @@ def _grading(c) -> None:
     c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
     # LooseCopies and RestoreCells (grader/cells.py): a copied, renamed or deleted nbgrader cell is graded, with a note
     c.Autograde.sanitize_preprocessors = [ClearOutput, DeduplicateIds, LooseCopies, OverwriteKernelspec, RestoreCells,
-                                          GuardCells, CheckCellMetadata]
+                                          SkipInstallCell, GuardCells, CheckCellMetadata]
     # Every kernel that runs a submission starts in the sandbox (grader/sandbox.py); SANDBOX=off turns it off.
     # HiddenCases writes this run's hidden cases into the test cells; JudgeReports decides them from what the
     # kernel reported, in this process (grader/judge.py); CapOutputs and InertOutputs (grader/sanitize.py) leave

@@ -5,18 +5,69 @@
 - :class:`TruncateOutputs` (autograde, after the run) caps what a cell may print;
 - :class:`HideHiddenTests` (feedback) removes the hidden tests from what the student sees: their source, and
   every output that quotes it (a traceback, or a cell that printed ``In``), so hidden cases cannot be read off
-  the feedback.
+  the feedback;
+- :class:`InstallCell` (generate_assignment) gives each student version the chapters' install cell (Colab,
+  Binder), and :class:`SkipInstallCell` (autograde, before GuardCells) blanks it: the grader never installs.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
+from pathlib import Path
 
+import nbformat
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 from nbgrader.utils import is_grade, is_locked
 from nbformat.v4 import new_output
-from traitlets import Integer
+from traitlets import Integer, Unicode
 
 from grader.scan import FORBIDDEN_CALLS, imported_names, scan_source
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def colab_cells():
+    """scripts/colab_cells.py, which writes the install cell of the chapters (it ships in the student release,
+    where the grader is not)."""
+    spec = importlib.util.spec_from_file_location("colab_cells", REPO / "scripts" / "colab_cells.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class InstallCell(NbGraderPreprocessor):
+    """The student version's first code cell installs the course where ``lib`` is missing (Colab, a bare
+    Jupyter), as every chapter's does (scripts/colab_cells.py). Added last, as an ordinary cell: nbgrader does
+    not lock, checksum or save it, so the student release can name its own repository in it."""
+
+    repository_url = Unicode("", help="The repository the cell installs from (_config.yml's repository.url)"
+                             ).tag(config=True)
+
+    def preprocess(self, nb, resources):
+        if not self.repository_url:
+            raise ValueError("InstallCell.repository_url is not set: grader/config.py reads it from the course's "
+                             "_config.yml (repository.url), which is missing")
+        cells = colab_cells()
+        cells.with_install_cell(nb, cells.cell_source(self.repository_url))
+        nb.cells = [nbformat.from_dict(cell) for cell in nb.cells]
+        install = cells._install_cell(nb)
+        install.source = "".join(install.source)
+        return nb, resources
+
+
+class SkipInstallCell(NbGraderPreprocessor):
+    """The install cell, as the exercise gave it, is blanked before anything runs: the grader's kernel has the
+    course and no network, and the cell's own tools (subprocess, sys.path) would otherwise be flagged by
+    GuardCells. An install cell the student edited stays an ordinary cell, judged like any other."""
+
+    def preprocess_cell(self, cell, resources, index):
+        meta = cell.metadata
+        if (cell.cell_type == "code" and "nbgrader" not in meta and colab_cells().TAG in meta.get("tags", [])
+                and colab_cells().is_install_source(cell.source)):
+            cell.source = "# The course's install cell (for Colab): the autograder does not run it."
+        return cell, resources
 
 
 class GuardCells(NbGraderPreprocessor):

@@ -12,8 +12,12 @@ grader. It is written from the files git tracks, minus:
   ``nbgrader_config.py`` (replaced by one with the students' time limits only), and the README (replaced
   by one for students).
 
-Before it finishes, it searches every file it wrote for a line of a solution or of a hidden test, and fails
-if it finds one.
+It names the repository it is published at (the instructor's ``STUDENT_REPO``) where the instructor's tree names
+its own: _config.yml's ``repository.url`` (the book's launch buttons) and every chapter's and exercise's install
+cell (what Colab installs from).
+
+Before it finishes, it searches every file it wrote for a line of a solution or of a hidden test, and for the
+instructor's repository address, and fails if it finds one.
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from grader.preprocessors import colab_cells
 
 LEFT_OUT = ("solutions/", "grader/", "tests/", "benchmarks/", ".ci/", "book/instructors.md")
 # Where the published text cites an instructor-only file (``tests/test_scratch.py``), it names the check instead.
@@ -157,8 +163,46 @@ def _with_language_info(path: Path) -> None:
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
-def student_release(root: Path, target: Path) -> int:
-    """Write the student release of the course at ``root`` into ``target`` (new, or an empty folder)."""
+NO_ADDRESS = ("The student release names the repository it is published at: Colab's and Binder's launch buttons and "
+              "every notebook's install cell fetch the course from there ({private}, this repository's address in "
+              "_config.yml, is private). Give it: make student-release DIR={target} "
+              "STUDENT_REPO=https://github.com/<org>/<course>-student")
+
+
+def _address(url: str) -> str:
+    return url.strip().rstrip("/").removesuffix(".git")
+
+
+def mentions(tree: Path, url: str) -> list[str]:
+    """Files under ``tree`` that name the repository ``url`` (with or without ``.git``; not ``url-student``)."""
+    named, found = re.compile(re.escape(_address(url)) + r"(?:\.git)?(?![\w.-])"), []
+    for path in sorted(p for p in tree.rglob("*") if p.is_file()):
+        try:
+            if named.search(path.read_text()):
+                found.append(str(path.relative_to(tree)))
+        except (UnicodeDecodeError, OSError):
+            continue
+    return found
+
+
+def _refused(root: Path, target: Path, private: str) -> str:
+    """Why the tree written in ``target`` must not be published ("" if nothing is wrong)."""
+    found = leaks(target, secrets(root))
+    if found:
+        return "the release would publish solution or hidden-test lines; nothing was written:\n  " + "\n  ".join(found)
+    named = mentions(target, private)
+    if named:
+        return f"the release would name the private repository {private}; nothing was written:\n  " + "\n  ".join(named)
+    return ""
+
+
+def student_release(root: Path, target: Path, repository: str = "") -> int:
+    """Write the student release of the course at ``root`` into ``target`` (new, or an empty folder), published
+    at the address ``repository``."""
+    private = colab_cells().repository_url(root)
+    if not repository.strip() or _address(repository) == _address(private):
+        print(NO_ADDRESS.format(private=private, target=target))
+        return 2
     if target.exists() and any(target.iterdir()):
         print(f"{target} is not empty: give a new or empty folder (the release is written from scratch)")
         return 2
@@ -177,12 +221,13 @@ def student_release(root: Path, target: Path) -> int:
     (target / "nbgrader_config.py").write_text(STUDENT_CONFIG)
     (target / "README.md").write_text(STUDENT_README.replace("SETUP_NOTE_HERE", SETUP_NOTE))
     _student_tree(target)
-    found = leaks(target, secrets(root))
-    if found:
+    colab_cells().set_repository(target, repository.strip())
+    refused = _refused(root, target, private)
+    if refused:
         shutil.rmtree(target)
-        print("the release would publish solution or hidden-test lines; nothing was written:\n  " + "\n  ".join(found))
+        print(refused)
         return 1
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    print(f"student release: {len(files)} files, {size / 1e6:.1f} MB in {target} "
+    print(f"student release: {len(files)} files, {size / 1e6:.1f} MB in {target}, published at {repository.strip()} "
           f"(left out: {', '.join(LEFT_OUT)}; instructor targets, config and README replaced)")
     return 0

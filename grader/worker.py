@@ -34,7 +34,7 @@ class Task:
     source_sha256: str             # of solutions/<assignment>/: the worker's copy must be the same
     overrides: dict = field(default_factory=dict)  # nbgrader config sections over nbgrader_config.py
     env: dict[str, str] = field(default_factory=dict)  # SANDBOX*, AUTOGRADE_THREADS for the worker's kernels
-    code_sha256: str = ""          # of the grader's code (grader/, lib/, nbgrader_config.py): the worker's must match
+    code_sha256: str = ""          # of grader/, lib/, nbgrader_config.py, scripts/colab_cells.py: the worker's must match
 
 
 @dataclass
@@ -67,7 +67,8 @@ def source_sha256(root: Path, assignment: str) -> str:
 
 def code_sha256(root: Path) -> str:
     """A digest of the code that grades: the grader package and the `lib` this process imports (the checks and
-    the kernel run them) and the course's nbgrader_config.py. A worker whose copy differs refuses the task."""
+    the kernel run them), the course's nbgrader_config.py and scripts/colab_cells.py. A worker whose copy differs refuses
+    the task."""
     from grader.sandbox import GRADER, lib_dir
 
     h = hashlib.sha256()
@@ -75,6 +76,7 @@ def code_sha256(root: Path) -> str:
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
             h.update(f"{folder.name}/{path.relative_to(folder)}".encode() + b"\0" + path.read_bytes() + b"\0")
     h.update((Path(root) / "nbgrader_config.py").read_bytes())
+    h.update((GRADER.parent / "scripts" / "colab_cells.py").read_bytes())  # SkipInstallCell reads its install cell
     return h.hexdigest()
 
 

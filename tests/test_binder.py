@@ -1,11 +1,14 @@
 """Binder's launch button builds an image from binder/: the same pins as a local setup, `lib` installed, data
-fetched. Checked offline: the files resolve to the project's own, and every command postBuild runs exists."""
+fetched, and JupyterLab started with the course's settings (binder/start). Checked offline: the files resolve to the
+project's own, and every command postBuild runs exists."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -33,3 +36,19 @@ def test_binder_postbuild_installs_lib_and_fetches_the_data():
     assert out.returncode == 0, out.stderr
     for arg in data[0][3:]:
         assert arg in out.stdout, f"postBuild passes {arg!r}, which `python -m lib.data` does not know"
+
+
+def test_binder_starts_jupyterlab_with_the_courses_settings(tmp_path):
+    """binder/start (run by Binder around the server's command) puts jupyter/ first among Jupyter's config
+    folders, as `make lab` does, and hands over to the command."""
+    start = BINDER / "start"
+    assert os.access(start, os.X_OK), "binder/start must be executable (chmod +x)"
+    assert start.read_text().rstrip().endswith('exec "$@"'), "binder/start must end by running Binder's command"
+    jupyter = str(Path(sys.executable).parent / "jupyter")
+    env = dict(os.environ, JUPYTER_CONFIG_PATH="/elsewhere")
+    out = subprocess.run([str(start), jupyter, "--paths", "--json"], capture_output=True, text=True, cwd=tmp_path,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    config = json.loads(out.stdout)["config"]
+    assert config[:2] == [str(ROOT / "jupyter"), "/elsewhere"], config
+    assert (ROOT / "jupyter" / "jupyter_server_config.py").is_file()

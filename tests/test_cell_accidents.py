@@ -64,6 +64,7 @@ def test_an_accident_with_nbgrader_cells_costs_nothing_else(graded, student):
     ids = [c["metadata"].get("nbgrader", {}).get("grade_id") for c in nb["cells"]]
     assert ids.count("test_comparison") == ids.count("test_lp") == ids.count("mixed_pool") == 1
     text = json.dumps(nb)
+    assert "the autograder does not run it" in text and "COURSE_REPOSITORY" not in text, "the install cell ran"
     if student != "deleted-test-after-table":
         assert "(The autograder: " in text and "it ran as an ordinary cell and is not graded" in text
     else:

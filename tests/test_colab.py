@@ -1,10 +1,10 @@
-"""Colab that works: every chapter's first code cell installs the course where `lib` is missing, and does nothing
-where it is there.
+"""Colab that works: every chapter's and every exercise's first code cell installs the course where `lib` is
+missing, and does nothing where it is there (nor in the autograder, which blanks it).
 
 The Colab case is played here without a network: a fresh virtual environment that has the course's packages
 (torch, torchvision, ...) but not `lib`, a home folder of its own, the repository address pointed at a local
-clone of this repository, and the data from the local cache. The install cell runs, then the chapter's next
-cells (its imports and its first computation).
+clone of this repository (for an exercise: at a local copy of the student release, as published), and the data
+from the local cache. The install cell runs, then the notebook's next cells.
 """
 from __future__ import annotations
 
@@ -25,10 +25,44 @@ import colab_cells  # noqa: E402
 
 def test_every_chapter_starts_with_the_install_cell_of_the_configured_repository():
     assert colab_cells.check() == [], "run `make colab-cells` after changing _config.yml's repository.url"
-    for path in colab_cells.chapters():
+    assert len(colab_cells.exercises()) >= 3
+    for path in colab_cells.chapters() + colab_cells.exercises():
         cells = json.loads(path.read_text())["cells"]
         first_code = next(c for c in cells if c["cell_type"] == "code")
         assert colab_cells.TAG in first_code["metadata"].get("tags", []), f"{path.name}: not the first code cell"
+
+
+def test_the_exercises_install_cell_is_outside_grading():
+    """An ordinary cell: no nbgrader metadata (so no checksum, no grade, nothing the release's rewrite could break)
+    and no line of the solutions' notebooks, which do not have it (`make exercises` adds it)."""
+    for path in colab_cells.exercises():
+        cell = colab_cells._install_cell(json.loads(path.read_text()))
+        assert "nbgrader" not in cell["metadata"] and set(cell["metadata"]) == {"tags"}, path.name
+        solution = ROOT / "solutions" / path.parent.name / path.name
+        assert colab_cells._install_cell(json.loads(solution.read_text())) is None
+
+
+def test_the_autograder_blanks_the_install_cell_before_the_guard_reads_it():
+    """SkipInstallCell (before GuardCells) empties the cell as the exercise gave it, for any repository or pinned
+    commit: the grader has the course and no network. An edited install cell stays an ordinary cell, which the guard
+    judges like any other (here: it disables it, naming subprocess)."""
+    import nbformat
+
+    from grader.preprocessors import GuardCells, SkipInstallCell
+
+    exercise = nbformat.read(colab_cells.exercises()[0], as_version=4)
+    released = nbformat.read(colab_cells.exercises()[0], as_version=4)
+    colab_cells._install_cell(released).source = colab_cells.pin(colab_cells.cell_source("file:///x/y"), "ab12")
+    edited = nbformat.read(colab_cells.exercises()[0], as_version=4)
+    colab_cells._install_cell(edited).source += "\nprint('mine')"
+    outcomes = []
+    for nb in (exercise, released, edited):
+        for step in (SkipInstallCell(), GuardCells()):
+            nb, _ = step.preprocess(nb, {"nbgrader": {"assignment": "mixed_pooling", "student": "s"}})
+        outcomes.append(colab_cells._install_cell(nb).source)
+    assert outcomes[0] == outcomes[1] and "autograder does not run it" in outcomes[0]
+    assert "subprocess" not in outcomes[0] and compile(outcomes[0], "cell", "exec")
+    assert outcomes[2].startswith("raise RuntimeError(") and "subprocess" in outcomes[2] and "print('mine')" in outcomes[2]
 
 
 def test_in_the_course_environment_the_cell_does_nothing_and_prints_nothing():
@@ -78,16 +112,16 @@ def test_pinned_range_includes_the_pinned_versions():
 
 @pytest.mark.book
 def test_the_published_chapters_install_the_commit_the_book_was_built_from(built_book):
-    """The book's build writes the commit it was built from into the install cell of every chapter it
-    publishes (the download button's notebook); the repository's own cells name none."""
+    """The book's build writes the commit it was built from into the install cell of every chapter and exercise
+    it publishes (the download button's notebook); the repository's own cells name none."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     assert (built_book / "_static" / "build-commit.txt").read_text().strip() == head
-    for path in colab_cells.chapters():
-        published = built_book / "_sources" / "book" / path.name
+    for path in colab_cells.chapters() + colab_cells.exercises():
+        published = built_book / "_sources" / path.relative_to(ROOT)
         cell = colab_cells._install_cell(json.loads(published.read_text()))
         expected = colab_cells.pin(colab_cells.cell_source(colab_cells.repository_url()), head)
         assert "".join(cell["source"]) == expected, f"{published}: not pinned to {head}"
-        html = (built_book / "book" / path.with_suffix(".html").name).read_text()
+        html = (built_book / path.relative_to(ROOT).with_suffix(".html")).read_text()
         assert "COURSE_REPOSITORY" not in html, f"{path.name}: the book shows the install cell"
 
 
@@ -108,24 +142,7 @@ def test_the_cell_installs_the_pinned_commit_and_warns_of_an_unsupported_torch(t
                    cwd=clone, check=True)
     timings["1 repository with a later, broken tip"] = time.perf_counter() - start
     t = time.perf_counter()
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
-    # the environment's own packages, as Colab has them, but not the course: a plain path, whose .pth files
-    # (the course's editable install among them) are not read
-    (site / "course_env_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    _fake_distribution(site, "torch", "2.99.0")
-    home = tmp_path / "home"
-    home.mkdir()
-    # nothing of this machine's environment (PYTHONPATH would put the course on the path)
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
-           "CNN_COURSE_PROGRESS": "0", "OMP_NUM_THREADS": "1",
-           "FASHION_MNIST_DIR": os.environ.get("FASHION_MNIST_DIR") or str(_data_dir())}
-    probe = subprocess.run([str(python), "-c", "import torch, torchvision; import lib"], capture_output=True, text=True,
-                           cwd=tmp_path, env=env)
-    assert "No module named 'lib'" in probe.stderr, probe.stderr[-500:]
+    python, env, home = _fresh_environment(tmp_path, torch="2.99.0")
     timings["2 fresh environment"] = time.perf_counter() - t
     chapter = ROOT / "book" / "resnet.ipynb"
     install, *rest = _code_cells(chapter, 3)
@@ -150,6 +167,74 @@ def test_the_cell_installs_the_pinned_commit_and_warns_of_an_unsupported_torch(t
                            capture_output=True, text=True, env=env, cwd=tmp_path)
     assert str(course) in again.stdout, again.stdout + again.stderr
     print("Colab test:", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+
+
+def _fresh_environment(tmp_path: Path, torch: str | None = None) -> tuple[Path, dict, Path]:
+    """Colab, offline: a new virtual environment with the course's packages but not `lib` (torch saying it is
+    `torch` if given), a home folder of its own and the data from this machine's cache. (python, env, home)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    # the environment's own packages, as Colab has them, but not the course: a plain path, whose .pth files
+    # (the course's editable install among them) are not read
+    (site / "course_env_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    if torch:
+        _fake_distribution(site, "torch", torch)
+    home = tmp_path / "home"
+    home.mkdir()
+    # nothing of this machine's environment (PYTHONPATH would put the course on the path)
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", "MPLBACKEND": "Agg",
+           "CNN_COURSE_PROGRESS": "0", "OMP_NUM_THREADS": "1",
+           "FASHION_MNIST_DIR": os.environ.get("FASHION_MNIST_DIR") or str(_data_dir())}
+    probe = subprocess.run([str(python), "-c", "import torch, torchvision; import lib"], capture_output=True, text=True,
+                           cwd=tmp_path, env=env)
+    assert "No module named 'lib'" in probe.stderr, probe.stderr[-500:]
+    return python, env, home
+
+
+@pytest.mark.slow
+def test_an_exercise_installs_the_published_student_release(tmp_path):
+    """Colab, played offline, for an exercise as students get it. Steps: (1) the student release, written with a
+    local folder as its published address (STUDENT_REPO) and committed there as a repository; (2) a fresh
+    environment without `lib`; (3) the released exercise's cells as they are (the install cell names the published
+    repository), up to its first graded part's setup; (4) checks: the course came from the published repository,
+    its data loads, and nothing of it names the instructor's repository."""
+    from grader import release
+
+    timings, t = {}, time.perf_counter()
+    published = tmp_path / "course-student"
+    assert release.student_release(ROOT, published, f"file://{published}") == 0
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(published)]
+    subprocess.run(["git", "init", "--quiet", str(published)], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "--quiet", "-m", "student release"], check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    timings["1 student release, published"] = time.perf_counter() - t
+    t = time.perf_counter()
+    python, env, home = _fresh_environment(tmp_path)
+    timings["2 fresh environment"] = time.perf_counter() - t
+    exercise = published / "exercises" / "mixed_pooling" / "mixed_pooling.ipynb"
+    install, setup = _code_cells(exercise, 2)
+    assert f'COURSE_REPOSITORY = "file://{published}"' in install, "the release did not name its own address"
+    script = tmp_path / "first_cells.py"
+    script.write_text("\n".join([install, setup, "import lib",
+                                  "train, val, test = fashion_mnist_loaders(batch_size=4, train_subset=8)",
+                                  "x, y = next(iter(train))",
+                                  "print('FIRST CELLS RAN', tuple(x.shape), lib.__file__)"]) + "\n")
+    t = time.perf_counter()
+    result = subprocess.run([str(python), str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                            timeout=1200)
+    timings["3 install cell and the first cells"] = time.perf_counter() - t
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    course = home / "cnn-course"
+    assert f"FIRST CELLS RAN (4, 1, 28, 28) {course / 'lib' / '__init__.py'}" in result.stdout, result.stdout[-2000:]
+    checked_out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=course, capture_output=True, text=True).stdout
+    assert checked_out.strip() == head, "the exercise installed something else than the published release"
+    assert not (course / "solutions").exists() and not (course / "grader").exists()
+    assert release.mentions(course, colab_cells.repository_url()) == []
+    print("Colab exercise test:", ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
 
 
 def _data_dir() -> Path:

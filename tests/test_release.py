@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import pkgutil
+import re
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from grader import release
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants")
+PUBLISHED = "https://github.com/cnn-course/cnn-architectures-student"  # the instructor's STUDENT_REPO
+colab_cells = release.colab_cells()
 
 
 def _grader_names() -> set[str]:
@@ -77,8 +80,8 @@ def test_lib_reaches_no_reference_or_hidden_case():
 @pytest.fixture(scope="module")
 def student_tree(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("release") / "course"
-    result = subprocess.run([sys.executable, "-m", "grader", "student-release", str(target)], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "grader", "student-release", str(target), "--repository", PUBLISHED],
+                            cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     print(result.stdout)
     return target
@@ -99,9 +102,40 @@ def test_student_release_leaves_out_everything_of_grading(student_tree):
         assert marker not in text, marker
 
 
+def test_student_release_names_the_published_repository_and_never_the_private_one(student_tree):
+    """_config.yml (the launch and repository buttons) and every chapter's and exercise's install cell name the
+    address the instructor gave; no file of the release names the instructor's repository (grep, as a student's
+    search would)."""
+    private = colab_cells.repository_url(ROOT)
+    assert private != PUBLISHED and colab_cells.repository_url(student_tree) == PUBLISHED
+    assert colab_cells.check(student_tree) == []
+    assert len(colab_cells.exercises(student_tree)) == len(ASSIGNMENTS)
+    grep = subprocess.run(["grep", "-rlE", re.escape(private) + r"(\.git)?([^-.\w]|$)", str(student_tree)],
+                          capture_output=True, text=True)
+    assert grep.returncode == 1 and grep.stdout == "", f"the release names {private}:\n{grep.stdout}"
+    assert release.mentions(student_tree, private) == []
+    planted = student_tree / "book" / "planted.md"  # and the release's own check would have found one
+    planted.write_text(f"clone {private}.git\n")
+    try:
+        assert release.mentions(student_tree, private) == ["book/planted.md"]
+    finally:
+        planted.unlink()
+
+
+@pytest.mark.parametrize("given", ["", "https://github.com/cnn-course/cnn-architectures/"])
+def test_student_release_without_its_published_address_says_how_to_give_it(tmp_path, given):
+    """No STUDENT_REPO, or the private repository's own address: nothing is written, and the message names the fix."""
+    target = tmp_path / "release"
+    result = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "student-release", f"DIR={target}",
+                             f"STUDENT_REPO={given}", f"PYTHON={sys.executable}"],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert result.returncode != 0 and not target.exists(), result.stdout + result.stderr
+    assert "STUDENT_REPO=https://github.com/" in result.stdout and "private" in result.stdout, result.stdout
+
+
 def test_student_release_refuses_a_folder_that_is_not_empty(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
-    assert release.student_release(ROOT, tmp_path) == 2
+    assert release.student_release(ROOT, tmp_path, PUBLISHED) == 2
     assert (tmp_path / "keep.txt").read_text() == "mine", "nothing of the folder is lost"
 
 
@@ -145,6 +179,23 @@ def test_student_release_validates_the_visible_tests_without_the_grader(student_
     assert done.returncode == 0 and "every test passed" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
 
 
+def _cache_as_published(folder: Path, url: str) -> None:
+    """jupyter-cache keys an executed notebook by its code cells' source, and the release's chapters differ from the
+    instructor's in one line, the address their install cell names (a cell that does nothing in the course's
+    environment and prints nothing): each cached chapter is cached again with the release's cell."""
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache = get_cache(folder)
+    for record in cache.list_cache_records():
+        nb = cache.get_cache_bundle(record.pk).nb
+        cell = colab_cells._install_cell(nb)
+        if cell is not None:
+            cell.source = colab_cells.cell_source(url)
+            cache.cache_notebook_bundle(CacheBundleIn(nb, record.uri, data=record.data), check_validity=False,
+                                        overwrite=True)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,8 +205,9 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.book
 def test_student_release_builds_the_book_and_starts_jupyterlab(student_tree, built_book):
-    # The chapters are the instructor's, byte for byte: the build's execution cache serves them.
+    # The chapters are the instructor's but for their install cell's address: the build's execution cache serves them.
     shutil.copytree(ROOT / "_build" / ".jupyter_cache", student_tree / "_build" / ".jupyter_cache")
+    _cache_as_published(student_tree / "_build" / ".jupyter_cache", PUBLISHED)
     book = _make(student_tree, "book", timeout=1800)
     assert book.returncode == 0, book.stdout[-3000:] + book.stderr[-2000:]
     pages = {p.name for p in (student_tree / "_build" / "html").rglob("*.html")}

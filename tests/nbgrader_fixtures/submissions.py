@@ -27,6 +27,7 @@ def make_course(target: Path, *, cell_timeout: int = 45) -> Path:
     for folder in ("solutions", "exercises", "grader", "scripts"):
         shutil.copytree(ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "nbgrader_config.py", target)
+    shutil.copy(ROOT / "_config.yml", target)  # the repository the exercises' install cell names
     with open(target / "nbgrader_config.py", "a") as f:
         f.write(f"\n# the tests' scratch course: a shorter limit, so the endless loops cost less; the hidden cases\n"
                 f"# of one seed, so that a partial answer's points are known\n"
