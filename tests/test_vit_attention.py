@@ -416,3 +416,20 @@ def test_shortcuts_say_what_was_detected(graded):
         text = json.dumps([c.get("outputs", []) for c in nb["cells"]])
         expected = "is the attention the exercise asks you to write" if flagged else fragment
         assert expected in text, f"{name}: no output says {expected!r}"
+
+
+@pytest.mark.slow
+def test_the_solution_notebook_validates():
+    """Every visible test passes on the instructor's version, as `make validate` runs them."""
+    from nbgrader.validator import Validator
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    saved = dict(os.environ)
+    os.environ.update(OMP_NUM_THREADS="1", PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    try:
+        results = Validator(config=config).validate(str(ROOT / "solutions" / A / f"{A}.ipynb"))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert results == {}, json.dumps(results, indent=1)[:3000]
