@@ -48,12 +48,18 @@ _IPYTHON_SYNTAX = re.compile(r"^\s*[%!]|\?\s*$", re.MULTILINE)
 
 # assignment -> solution cell -> {tool: why the answer may not use it}
 _TORCHVISION = {"torchvision": "is the implementation the exercise asks you to write"}
+_ATTENTION = {name: "is the attention the exercise asks you to write" for name in (
+    "scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward", "TransformerEncoderLayer",
+    "TransformerEncoder", "Transformer", "MultiheadSelfAttention", "EncoderBlock", "VisionTransformer",
+    "vit_tiny_28", "vit_small_28", "vit_b_16", "vit_b_32", "vit_l_16")} | _TORCHVISION
 FORBIDDEN_CALLS: dict[str, dict[str, dict[str, str]]] = {
     "receptive_field": {"calculator": {
         "empirical_receptive_field": "measures the field by back-propagation instead of computing it",
         "linearised_copy": "belongs to the measurement, not to the computation",
     }},
     "resnet_variants": {"preact": _TORCHVISION, "wrn": _TORCHVISION, "resnext": _TORCHVISION},
+    "vit_attention": dict.fromkeys(("attention", "self_attention", "patch_embed", "block", "tiny_vit", "experiment"),
+                                   _ATTENTION),
 }
 
 

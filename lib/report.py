@@ -85,3 +85,22 @@ def fill(module: torch.nn.Module, seed: int) -> torch.nn.Module:
             else:
                 t.uniform_(-0.1, 0.1, generator=g)
     return module
+
+
+class _Calls(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.names.add(getattr(func, "__name__", type(func).__name__))
+        return func(*args, **(kwargs or {}))
+
+
+def traced(fn: Callable, *args, **kwargs) -> tuple:
+    """``(fn(*args, **kwargs), names)``: its result and the sorted names of the torch functions it called
+    (``linear``, ``softmax``, ``scaled_dot_product_attention``, ...), as a ``TorchFunctionMode`` sees them."""
+    mode = _Calls()
+    with mode:
+        result = fn(*args, **kwargs)
+    return result, sorted(mode.names)

@@ -23,7 +23,7 @@ import lib
 from grader import release
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants")
+ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants", "vit_attention")
 PUBLISHED = "https://github.com/cnn-course/cnn-architectures-student"  # the instructor's STUDENT_REPO
 colab_cells = release.colab_cells()
 
