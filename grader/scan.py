@@ -48,12 +48,23 @@ _IPYTHON_SYNTAX = re.compile(r"^\s*[%!]|\?\s*$", re.MULTILINE)
 
 # assignment -> solution cell -> {tool: why the answer may not use it}
 _TORCHVISION = {"torchvision": "is the implementation the exercise asks you to write"}
+_NO_AUTOGRAD = dict.fromkeys(("autograd", "backward", "requires_grad_", "vjp", "jacrev", "jacfwd"),
+                             "computes the gradient for you (autograd)")
+_FROM_SCRATCH = {
+    **dict.fromkeys(("conv2d", "Conv2d", "convolution", "conv_transpose2d", "conv2d_input", "conv2d_weight"),
+                    "is torch's convolution, which this answer computes"),
+    **dict.fromkeys(("unfold", "fold"), "cuts the windows for you"),
+    **dict.fromkeys(("max_pool2d", "MaxPool2d", "max_pool2d_with_indices", "max_unpool2d"),
+                    "is torch's max pooling, which this answer computes"),
+    "scratch": "is the course's implementation (lib.scratch)", **_NO_AUTOGRAD}
 FORBIDDEN_CALLS: dict[str, dict[str, dict[str, str]]] = {
     "receptive_field": {"calculator": {
         "empirical_receptive_field": "measures the field by back-propagation instead of computing it",
         "linearised_copy": "belongs to the measurement, not to the computation",
     }},
     "resnet_variants": {"preact": _TORCHVISION, "wrn": _TORCHVISION, "resnext": _TORCHVISION},
+    "conv_backward": {"conv_forward": _FROM_SCRATCH, "conv_backward": _FROM_SCRATCH, "pool": _FROM_SCRATCH,
+                      "gradcheck": _NO_AUTOGRAD},
 }
 
 
