@@ -1,6 +1,7 @@
 """Grading a class: parallel workers write, through the parent alone, exactly the gradebook that grading one
 submission after another writes; an interrupted run resumes with what is left; a Dask cluster on 127.0.0.1
-grades the same class (and every other assignment's solution), survives a worker killed mid-run, and reports a submission that kills two workers."""
+grades the same class (and every other assignment's solution), survives a worker killed mid-run, and reports a
+submission that kills two workers."""
 from __future__ import annotations
 
 import json
