@@ -5,7 +5,7 @@
 
 Every part grades the same class in a fresh scratch course with the grader's own pipeline (the function behind
 `make autograde`): the reference, blank and partial submissions of tests/nbgrader_fixtures/submissions.py, as
-many students as --submissions asks, over the three assignments in turn.
+many students as --submissions asks, over the assignments (every one in solutions/) in turn.
 
 * time     each assignment's submissions, JOBS=1: wall and CPU seconds per notebook (target: under 30 s)
 * sandbox  the same submissions with SANDBOX=off and with the sandbox, JOBS=1: the sandbox's cost per
@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "nbgrader_fixtures"))
 
 from grader.autograde import autograde  # noqa: E402
+from grader.course import assignments  # noqa: E402
 import submissions as fixtures  # noqa: E402
 
 KINDS = ("reference", "blank", "partial")
@@ -48,12 +49,10 @@ def make_class(base: Path, n: int, assignments: list[str]) -> Path:
     root = fixtures.make_course(base, cell_timeout=300)
     course = fixtures.Course(root)
     notebooks = {"reference": course.solved, "blank": course.exercise}
-    partial = {"mixed_pooling": {"mixed_pool", "lp_pool"}, "receptive_field": {"calculator"},
-               "resnet_variants": {"preact", "wrn"}, "vit_attention": {"attention", "patch_embed"}}
     for i in range(n):
         a = assignments[i % len(assignments)]
         kind = KINDS[(i // len(assignments)) % len(KINDS)]
-        nb = course.solved(a, partial[a]) if kind == "partial" else notebooks[kind](a)
+        nb = course.solved(a, fixtures.partial_cells(a)) if kind == "partial" else notebooks[kind](a)
         folder = root / "submitted" / f"{kind}-{i:03d}" / a
         folder.mkdir(parents=True)
         (folder / f"{a}.ipynb").write_text(json.dumps(nb))
@@ -147,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--submissions", type=int, default=8, help="students in the class (default 8)")
     parser.add_argument("--parts", default="time,sandbox,jobs,dask,ceiling", help="which measurements, comma-separated")
-    parser.add_argument("--assignments", nargs="*", default=["mixed_pooling", "receptive_field", "resnet_variants", "vit_attention"])
+    parser.add_argument("--assignments", nargs="*", default=assignments(ROOT), help="default: every one in solutions/")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run JOBS=1, JOBS=2, Dask and the ceiling this many times: medians and ranges (shared "
                              "virtual cores vary from minute to minute)")

@@ -52,6 +52,15 @@ _ATTENTION = {name: "is the attention the exercise asks you to write" for name i
     "scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward", "TransformerEncoderLayer",
     "TransformerEncoder", "Transformer", "MultiheadSelfAttention", "EncoderBlock", "VisionTransformer",
     "vit_tiny_28", "vit_small_28", "vit_b_16", "vit_b_32", "vit_l_16")} | _TORCHVISION
+_NO_AUTOGRAD = dict.fromkeys(("autograd", "backward", "requires_grad_", "vjp", "jacrev", "jacfwd"),
+                             "computes the gradient for you (autograd)")
+_FROM_SCRATCH = {
+    **dict.fromkeys(("conv2d", "Conv2d", "convolution", "conv_transpose2d", "conv2d_input", "conv2d_weight"),
+                    "is torch's convolution, which this answer computes"),
+    **dict.fromkeys(("unfold", "fold"), "cuts the windows for you"),
+    **dict.fromkeys(("max_pool2d", "MaxPool2d", "max_pool2d_with_indices", "max_unpool2d"),
+                    "is torch's max pooling, which this answer computes"),
+    "scratch": "is the course's implementation (lib.scratch)", **_NO_AUTOGRAD}
 FORBIDDEN_CALLS: dict[str, dict[str, dict[str, str]]] = {
     "receptive_field": {"calculator": {
         "empirical_receptive_field": "measures the field by back-propagation instead of computing it",
@@ -60,6 +69,8 @@ FORBIDDEN_CALLS: dict[str, dict[str, dict[str, str]]] = {
     "resnet_variants": {"preact": _TORCHVISION, "wrn": _TORCHVISION, "resnext": _TORCHVISION},
     "vit_attention": dict.fromkeys(("attention", "self_attention", "patch_embed", "block", "tiny_vit", "experiment"),
                                    _ATTENTION),
+    "conv_backward": {"conv_forward": _FROM_SCRATCH, "conv_backward": _FROM_SCRATCH, "pool": _FROM_SCRATCH,
+                      "gradcheck": _NO_AUTOGRAD},
 }
 
 

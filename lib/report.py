@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable, Sequence
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 MIME = "application/vnd.cnn-course.report+json"
 
@@ -47,6 +48,16 @@ def attempt(fn: Callable, *args) -> dict:
         return {"ok": plain(fn(*args))}
     except Exception as e:  # noqa: BLE001 - any error of the student's code is that case's result
         return {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+
+
+def traced(fn: Callable, *args) -> dict:
+    """:func:`attempt`, and the names of the torch functions and operators ``fn`` called on the way (``"calls"``):
+    whatever name or route an answer reached them by, the grader can see that it ran torch's convolution or
+    autograd. An error is that case's result, as in :func:`attempt`."""
+    functions = _Calls()
+    with functions, _Operators(functions.names):
+        result = attempt(fn, *args)
+    return dict(result, calls=sorted(functions.names))
 
 
 def report(results) -> None:
@@ -88,6 +99,8 @@ def fill(module: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 class _Calls(torch.overrides.TorchFunctionMode):
+    """Records the names of the torch functions and Tensor methods called (autograd's entry points too)."""
+
     def __init__(self):
         super().__init__()
         self.names: set[str] = set()
@@ -97,9 +110,22 @@ class _Calls(torch.overrides.TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def traced(fn: Callable, *args, **kwargs) -> tuple:
+class _Operators(TorchDispatchMode):
+    """Records the aten operators run, after autograd (what a function reached by any route finally does)."""
+
+    def __init__(self, names: set[str]):
+        super().__init__()
+        self.names = names
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def called(fn: Callable, *args, **kwargs) -> tuple:
     """``(fn(*args, **kwargs), names)``: its result and the sorted names of the torch functions it called
-    (``linear``, ``softmax``, ``scaled_dot_product_attention``, ...), as a ``TorchFunctionMode`` sees them."""
+    (``linear``, ``softmax``, ``scaled_dot_product_attention``, ...), as a ``TorchFunctionMode`` sees them; an
+    error is raised, not reported (compare :func:`traced`)."""
     mode = _Calls()
     with mode:
         result = fn(*args, **kwargs)

@@ -21,13 +21,14 @@ from torch import nn
 
 import lib.report
 from grader import judge, preprocessors, scan
+from grader.course import assignments
 from grader.checks import pooling as P
 from grader.checks import receptive_field as RF
 from grader.checks import resnet_variants as RV
 from lib.analysis import empirical_receptive_field
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants")
+ASSIGNMENTS = tuple(assignments(ROOT))  # every assignment in solutions/
 
 
 def _cells(assignment: str, kind: str = "solutions") -> list[dict]:
@@ -465,6 +466,28 @@ def test_every_test_cell_has_visible_tests_and_a_hidden_part_that_only_reports()
                 where = f"{assignment}:{_grade_id(cell)}"
                 assert "assert " in visible and not re.search(r"\bgrader\b", visible + hidden), where
                 assert _grade_id(cell) in cells and "\nCASES = []" in hidden and "report(" in hidden, where
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_every_assignment_is_wired_into_the_course(assignment):
+    """An assignment in solutions/ is graded everywhere without another list to edit: its test cells' points and
+    written answers are in the grader's test fixtures (which the flow, sandbox, Dask, release and benchmark tests
+    read), and the students' page, the book's table of contents and the instructors' points table name it."""
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location("submissions_wiring", ROOT / "tests" / "nbgrader_fixtures" / "submissions.py")
+    fixtures = sys.modules["submissions_wiring"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fixtures)
+    graded = {_grade_id(c): c["metadata"]["nbgrader"]["points"] for c in _cells(assignment)
+              if c["metadata"].get("nbgrader", {}).get("grade")}
+    tests = {k: v for k, v in graded.items() if k in judge.cells_of(assignment)}
+    assert {k: p for k, (p, _) in fixtures.DEPENDS.get(assignment, {}).items()} == tests, \
+        f"tests/nbgrader_fixtures/submissions.py: DEPENDS[{assignment!r}] must list its test cells and points {tests}"
+    assert fixtures.MANUAL.get(assignment) == sum(graded.values()) - sum(tests.values()), "MANUAL: its hand-graded points"
+    assert fixtures.partial_cells(assignment) < fixtures.all_solution_cells(assignment)
+    assert f"exercises/{assignment}/{assignment}" in (ROOT / "_toc.yml").read_text()
+    assert f"</exercises/{assignment}/{assignment}>`" in (ROOT / "book" / "students.md").read_text()
+    assert f"| `{assignment}` |" in (ROOT / "book" / "instructors.md").read_text()
 
 
 def test_guard_disables_only_untrusted_cells():

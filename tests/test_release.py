@@ -21,9 +21,10 @@ import pytest
 
 import lib
 from grader import release
+from grader.course import assignments
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants", "vit_attention")
+ASSIGNMENTS = tuple(assignments(ROOT))  # every assignment in solutions/
 PUBLISHED = "https://github.com/cnn-course/cnn-architectures-student"  # the instructor's STUDENT_REPO
 colab_cells = release.colab_cells()
 

@@ -1,6 +1,7 @@
 """Grading a class: parallel workers write, through the parent alone, exactly the gradebook that grading one
 submission after another writes; an interrupted run resumes with what is left; a Dask cluster on 127.0.0.1
-grades the same class, survives a worker killed mid-run, and reports a submission that kills two workers."""
+grades the same class (and every other assignment's solution), survives a worker killed mid-run, and reports a
+submission that kills two workers."""
 from __future__ import annotations
 
 import json
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from grader.autograde import STATE_FILE, autograde
+from grader.course import assignments
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "nbgrader_fixtures"))
 import submissions as fixtures  # noqa: E402
@@ -215,6 +217,9 @@ def test_a_dask_cluster_grades_the_class_and_retries_a_lost_worker(sequential, t
             settings = client.run(lambda: __import__("dask").config.get("distributed.worker.profile.enabled"))
         assert list(settings.values()) == [False, False], settings
         root = _course(tmp_path / "course", _class(fixtures.Course(ROOT)))
+        others = [a for a in assignments(ROOT) if a != A]  # and every other assignment's solution, handed in by ida
+        for a in others:
+            fixtures.Submission("ida", a, "the solution", fixtures.Course(root).solved(a)).write(root / "submitted")
         killed = []
 
         def kill_one_worker_after_the_first(outcome):
@@ -223,10 +228,13 @@ def test_a_dask_cluster_grades_the_class_and_retries_a_lost_worker(sequential, t
                 os.kill(pids[0], signal.SIGKILL)  # a worker lost mid-run, with a submission in hand
                 killed.append(pids[0])
 
-        outcomes = {o.student: o for o in autograde(root, scheduler=cluster.address, quiet=True, certs=cluster.certs,
-                                                      on_result=kill_one_worker_after_the_first)}
+        graded = autograde(root, scheduler=cluster.address, quiet=True, certs=cluster.certs,
+                           on_result=kill_one_worker_after_the_first)
+        outcomes = {o.student: o for o in graded if o.assignment == A}
         assert killed, "no worker was killed"
         assert set(outcomes) == {"ada", "ben", "cyd", "dee", "eve", "fay"}
+        solved = {o.assignment: o.auto for o in graded if o.student == "ida"}
+        assert solved == {a: fixtures.full_marks(a) for a in others}, solved
         assert {s for s, o in outcomes.items() if not o.ok} == {"fay"}
         assert len({o.worker for o in outcomes.values() if o.worker}) >= 2, "one worker did everything"
         expected, found = gradebook(sequential), gradebook(root)

@@ -5,6 +5,7 @@
 ``grader.checks.pooling``           assignment ``mixed_pooling``
 ``grader.checks.receptive_field``   assignment ``receptive_field``
 ``grader.checks.resnet_variants``   assignment ``resnet_variants``
+``grader.checks.conv_backward``     assignment ``conv_backward``
 ``grader.checks.vit_attention``     assignment ``vit_attention``
 ==================================  ===============================================================
 

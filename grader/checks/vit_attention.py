@@ -7,7 +7,7 @@ draws for the names the task prescribes: ``F.scaled_dot_product_attention``, ``n
 ``F.conv2d`` (a patch embedding is a convolution with kernel and stride P), ``nn.TransformerEncoderLayer``
 (``norm_first=True``) and torchvision's ``VisionTransformer``. An answer that is, contains or calls one of them
 (or lib's ViT) fails: the test cells report the module classes and the torch functions each answer called
-(``lib.report.traced``).
+(``lib.report.called``).
 """
 from __future__ import annotations
 

@@ -57,8 +57,31 @@ DEPENDS = {
         "test_imagenet_twins": (2, {"resnext"}),
         "test_comparison": (1, {"preact", "wrn", "resnext", "experiment"}),
     },
+    "conv_backward": {
+        "test_conv_forward": (2, {"conv_forward"}),
+        "test_conv_backward": (4, {"conv_backward"}),
+        "test_pool": (3, {"pool"}),
+        "test_gradcheck": (2, {"gradcheck"}),
+        "test_gradcheck_used": (1, {"conv_forward", "conv_backward", "pool", "gradcheck", "gradcheck_used"}),
+    },
+    "vit_attention": {
+        "test_attention": (3, {"attention"}),
+        "test_self_attention": (3, {"attention", "self_attention"}),
+        "test_patch_embed": (2, {"patch_embed"}),
+        "test_block": (2, {"attention", "self_attention", "block"}),
+        "test_tiny_vit": (2, {"attention", "self_attention", "patch_embed", "block", "tiny_vit"}),
+        "test_training": (2, {"attention", "self_attention", "patch_embed", "block", "tiny_vit", "experiment"}),
+    },
 }
-MANUAL = {"mixed_pooling": 3, "receptive_field": 2, "resnet_variants": 2}
+MANUAL = {"mixed_pooling": 3, "receptive_field": 2, "resnet_variants": 2, "conv_backward": 2, "vit_attention": 2}
+# assignment -> the solution cells of its `partial` submission (an assignment not listed: its first test cell's)
+PARTIAL = {"mixed_pooling": {"mixed_pool", "lp_pool"}, "receptive_field": {"calculator"},
+           "resnet_variants": {"preact", "wrn"}, "conv_backward": {"conv_forward", "conv_backward"},
+           "vit_attention": {"attention", "patch_embed"}}
+
+
+def partial_cells(assignment: str) -> set[str]:
+    return PARTIAL.get(assignment) or next(iter(DEPENDS[assignment].values()))[1]
 
 
 def full_marks(assignment: str) -> float:
@@ -340,6 +363,64 @@ results = {name: {"acc": 0.84 + 0.02 * i, "seconds": 30.0 * (i + 1), "params": c
            for i, name in enumerate(["pre-activation ResNet (WRN-10-1)", "wide ResNet (WRN-10-2)"])}
 '''
 
+# conv_backward: torch's own convolution, pooling or autograd behind the exercise's signatures
+CONV_VIA_TORCH = '''
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    return F.conv2d(x, weight, bias, stride, padding, dilation)
+'''
+CONV_VIA_GETATTR = '''
+_convolve = getattr(F, "conv" + "2d")  # a computed name: no source scan can list every door
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    return _convolve(x, weight, bias, stride, padding, dilation)
+'''
+BACKWARD_VIA_TORCH_GRAD = '''
+import torch.nn.grad
+
+
+def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1):
+    dx = torch.nn.grad.conv2d_input(x.shape, weight, dy, stride, padding, dilation)
+    dweight = torch.nn.grad.conv2d_weight(x, weight.shape, dy, stride, padding, dilation)
+    return dx, dweight, dy.sum(dim=(0, 2, 3))
+'''
+AUTOGRAD_HELPER = '''
+def autograd_gradients(dy, x, weight, stride, padding, dilation):
+    """Autograd through the student's own forward, in a cell of its own (no rule names this cell)."""
+    x, weight = x.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    bias = torch.zeros(weight.shape[0], dtype=x.dtype, requires_grad=True)
+    conv2d_forward(x, weight, bias, stride, padding, dilation).backward(dy)
+    return x.grad, weight.grad, bias.grad
+'''
+BACKWARD_VIA_HELPER = '''
+def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1):
+    return autograd_gradients(dy, x, weight, stride, padding, dilation)
+'''
+POOL_VIA_TORCH = '''
+def maxpool2d_forward(x, kernel_size, stride=None, padding=0):
+    return F.max_pool2d(x, kernel_size, stride, padding)
+
+
+def maxpool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    _, where = F.max_pool2d(x, kernel_size, stride, padding, return_indices=True)
+    dx = torch.zeros_like(x).flatten(2)
+    dx.scatter_add_(2, where.flatten(2), dy.flatten(2))
+    return dx.view_as(x)
+'''
+GRADCHECK_VIA_FUNC = '''
+def numerical_gradient(f, x, eps=1e-6):
+    return torch.func.grad(f)(x.detach().clone())  # autograd, not differences
+
+
+def gradient_check(f, x, grad, eps=1e-6, tol=1e-6):
+    numerical = numerical_gradient(f, x, eps)
+    error = ((numerical - grad).norm() / max((numerical.norm() + grad.norm()).item(), 1e-12)).item()
+    return error < tol, error
+'''
+TYPED_ERRORS = '''
+errors = {"conv dx": 3.1e-10, "conv dweight": 2.7e-10, "conv dbias": 4.4e-11, "pool dx": 8.0e-10}  # typed in
+'''
+
 
 # ---- Attacks on the hidden tests themselves (issue 18): each in a blank or wrong notebook, so any point it earns
 # is a point the trick bought. With the judge outside the kernel they earn nothing, guard or no guard.
@@ -473,9 +554,8 @@ def build(course: Course) -> list[Submission]:
         subs.append(Submission("reference", a, "every solution cell answered from solutions/",
                                course.solved(a), expected=full_marks(a)))
         subs.append(Submission("blank", a, "the student version, untouched", course.exercise(a), expected=0.0))
-    partial = {"mixed_pooling": {"mixed_pool", "lp_pool"}, "receptive_field": {"calculator"},
-               "resnet_variants": {"preact", "wrn"}}
-    for a, cells in partial.items():
+    for a in DEPENDS:
+        cells = partial_cells(a)
         subs.append(Submission("partial", a, f"only {sorted(cells)} answered", course.solved(a, cells),
                                expected=deserved(a, cells)))
 
@@ -488,11 +568,14 @@ def build(course: Course) -> list[Submission]:
     rv_wrn = rv["wrn"].replace("nn.Linear(64 * k, num_classes)", "nn.Linear(64 * k, 10)")
     rv_resnext = rv["resnext"].replace("num_classes=num_classes", "num_classes=1000")
     assert rv_wrn != rv["wrn"] and rv_resnext != rv["resnext"], "update the visible-only ResNet variant"
+    cb_pool = course.solution_sources("conv_backward")["pool"].replace('float("-inf")', "0.0")
+    assert cb_pool != course.solution_sources("conv_backward")["pool"], "update the visible-only max pooling"
     # With the tests' hidden seed (HIDDEN_SEED), the cases each one fails, as (failed, checks) per cell:
     # mixed pooling: the cases whose output is not square, 3 of 5 with a fixed alpha ((3, 5, 13, 11), (1, 2, 9, 7),
     # the drawn (1, 2, 11, 10)), 2 of 5 learned ((3, 2, 10, 12), the drawn (2, 1, 6, 9)); receptive field: the
     # hand-written chain with an average pooling in ceil_mode (its random chains have none where it matters);
-    # ResNet variants: the cases with num_classes other than 10 (2 of 6) or 1000 (2 of 4).
+    # ResNet variants: the cases with num_classes other than 10 (2 of 6) or 1000 (2 of 4); max pooling padded with
+    # zeros: the padded cases where a window's real values are all negative, 2 of 6 ((1, 3, 8, 10), the drawn one).
     visible_only = {
         "mixed_pooling": ({"mixed_pool": MIXED_POOL_VISIBLE_ONLY},
                           {"test_mixed_fixed": (3, 5), "test_mixed_learnable": (2, 5)}, "MixedPool2d assumes square images"),
@@ -500,6 +583,8 @@ def build(course: Course) -> list[Submission]:
                             "compute_receptive_field ignores ceil_mode in average pooling (it counts one output too few)"),
         "resnet_variants": ({"wrn": rv_wrn, "resnext": rv_resnext}, {"test_wrn": (2, 6), "test_imagenet_twins": (2, 4)},
                             "WideResNet and the ImageNet builders ignore num_classes"),
+        "conv_backward": ({"pool": cb_pool}, {"test_pool": (2, 6)},
+                          "max pooling pads with zeros instead of minus infinity"),
     }
     for a, (replace, lost, what) in visible_only.items():
         subs.append(Submission("visible-only", a, what + " (passes every visible test)", course.solved(a, replace=replace),
@@ -577,6 +662,15 @@ SHORTCUT_POINTS = {  # submission -> (assignment, the test cells it shortcuts, {
     # the builders' cell holds the blocks too: the guard disables both
     "shortcut-torchvision-builders": ("resnet_variants", {"test_blocks_twin", "test_imagenet_twins"}, {}),
     "shortcut-typed-variants": ("resnet_variants", {"test_comparison"}, {}),
+    # the guard disables the answer cell: the cells that need it score 0, the gradient check's use included
+    "shortcut-conv2d": ("conv_backward", {"test_conv_forward", "test_gradcheck_used"}, {}),
+    "shortcut-torch-grad": ("conv_backward", {"test_conv_backward", "test_gradcheck_used"}, {}),
+    "shortcut-torch-pool": ("conv_backward", {"test_pool", "test_gradcheck_used"}, {}),
+    # out of the guard's sight: the judge sees the torch functions the answer called
+    "shortcut-conv2d-getattr": ("conv_backward", {"test_conv_forward"}, {}),
+    "shortcut-autograd-helper": ("conv_backward", {"test_conv_backward"}, {}),
+    "shortcut-gradcheck-autograd": ("conv_backward", {"test_gradcheck"}, {}),
+    "shortcut-typed-errors": ("conv_backward", {"test_gradcheck_used"}, {}),
 }
 
 
@@ -628,7 +722,32 @@ def shortcuts(course: Course) -> list[Submission]:
                    course.solved("resnet_variants", replace={"experiment": TYPED_VARIANT_RESULTS}),
                    expected=worth("shortcut-typed-variants")),
     ]
-    return subs
+    return subs + conv_shortcuts(course, worth)
+
+
+def conv_shortcuts(course: Course, worth) -> list[Submission]:
+    """conv_backward's: torch's convolution, pooling or autograd inside an answer, named (the guard disables the
+    cell) or reached where the guard cannot see (the judge reads which torch functions the answer called), and a
+    gradient check's results typed in."""
+    a = "conv_backward"
+
+    def sub(name: str, what: str, replace: dict[str, str], disabled: int, nb: dict | None = None) -> Submission:
+        return Submission(name, a, what, nb or course.solved(a, replace=replace), expected=worth(name), disabled=disabled)
+    return [
+        sub("shortcut-conv2d", "conv2d_forward returns F.conv2d", {"conv_forward": CONV_VIA_TORCH}, 1),
+        sub("shortcut-conv2d-getattr", "conv2d_forward calls F.conv2d through a computed name (getattr)",
+            {"conv_forward": CONV_VIA_GETATTR}, 0),
+        sub("shortcut-torch-grad", "conv2d_backward returns torch.nn.grad's conv2d_input and conv2d_weight",
+            {"conv_backward": BACKWARD_VIA_TORCH_GRAD}, 1),
+        sub("shortcut-autograd-helper", "conv2d_backward calls autograd (requires_grad_, .backward()) in a helper "
+            "defined in a cell of its own", {}, 0, _insert_after(course.solved(a, replace={
+                "conv_backward": BACKWARD_VIA_HELPER}), "conv_forward", AUTOGRAD_HELPER, "helper")),
+        sub("shortcut-torch-pool", "max pooling by F.max_pool2d and its indices", {"pool": POOL_VIA_TORCH}, 1),
+        sub("shortcut-gradcheck-autograd", "numerical_gradient is torch.func.grad (autograd)",
+            {"gradcheck": GRADCHECK_VIA_FUNC}, 0),
+        sub("shortcut-typed-errors", "the gradient check's errors typed in, nothing measured",
+            {"gradcheck_used": TYPED_ERRORS}, 0),
+    ]
 
 
 def build_unguarded(course: Course) -> list[Submission]:
