@@ -49,7 +49,7 @@ def make_class(base: Path, n: int, assignments: list[str]) -> Path:
     course = fixtures.Course(root)
     notebooks = {"reference": course.solved, "blank": course.exercise}
     partial = {"mixed_pooling": {"mixed_pool", "lp_pool"}, "receptive_field": {"calculator"},
-               "resnet_variants": {"preact", "wrn"}}
+               "resnet_variants": {"preact", "wrn"}, "transfer_finetune": {"feature_extraction", "evaluation"}}
     for i in range(n):
         a = assignments[i % len(assignments)]
         kind = KINDS[(i // len(assignments)) % len(KINDS)]
@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--submissions", type=int, default=8, help="students in the class (default 8)")
     parser.add_argument("--parts", default="time,sandbox,jobs,dask,ceiling", help="which measurements, comma-separated")
-    parser.add_argument("--assignments", nargs="*", default=["mixed_pooling", "receptive_field", "resnet_variants"])
+    parser.add_argument("--assignments", nargs="*", default=["mixed_pooling", "receptive_field", "resnet_variants",
+                                                                   "transfer_finetune"])
     parser.add_argument("--repeats", type=int, default=1,
                         help="run JOBS=1, JOBS=2, Dask and the ceiling this many times: medians and ranges (shared "
                              "virtual cores vary from minute to minute)")

@@ -22,7 +22,7 @@ import lib
 from grader import release
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants")
+ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants", "transfer_finetune")
 
 
 def _grader_names() -> set[str]:

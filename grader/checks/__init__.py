@@ -5,6 +5,7 @@
 ``grader.checks.pooling``           assignment ``mixed_pooling``
 ``grader.checks.receptive_field``   assignment ``receptive_field``
 ``grader.checks.resnet_variants``   assignment ``resnet_variants``
+``grader.checks.transfer_finetune`` assignment ``transfer_finetune``
 ==================================  ===============================================================
 
 Each module's ``CELLS`` maps a test cell to its hidden cases (drawn at grading time from the run's seed) and

@@ -272,7 +272,7 @@ def judge_evaluation(cases: list[dict], results: list) -> list[Check]:
 
 # ---- 5. the comparison ------------------------------------------------------------------------------------
 
-METHODS = ("feature extraction", "fine-tuning, discriminative LRs", "fine-tuning, discriminative LRs, frozen BN")
+METHOD_ROWS = ("feature extraction", "fine-tuning, discriminative LRs", "fine-tuning, discriminative LRs, frozen BN")
 
 
 def experiment_cases(rng: random.Random) -> list[dict]:
@@ -290,17 +290,18 @@ def expected_trainable(method: str, k: int = 5) -> int:
 def _check_experiment(c: dict, result) -> None:
     out = ok(result, "the comparison")
     results = out["results"] if isinstance(out["results"], dict) else {}
-    missing = [m for m in METHODS if m not in results]
+    missing = [m for m in METHOD_ROWS if m not in results]
     if missing:
         fail(f"`results` has no row for {missing}: train one model per method")
-    for method in METHODS:
-        check_result_row(method, results[method], expected_trainable(method), "the trainable parameters of the "
-                         "method's model (only those with requires_grad) are")
+    for method in METHOD_ROWS:
+        check_result_row(method, results[method], expected_trainable(method),
+                         "feature extraction trains the new head alone, which has" if method == "feature extraction"
+                         else "fine-tuning trains every parameter of the model, which has")
     again = out["again"] if isinstance(out["again"], dict) else {}
-    if set(again) != set(METHODS):
-        fail("the methods could not be trained again: keep METHODS and loaders() as the notebook defines them")
-    check_rows_retrained({m: results[m] for m in METHODS}, again,
-                         protocol="seed_everything(0), loaders(), model and optimizer from METHODS, "
+    if set(again) != set(METHOD_ROWS):
+        fail("the methods could not be trained again: keep METHODS, make_run and loaders() as the notebook defines them")
+    check_rows_retrained({m: results[m] for m in METHOD_ROWS}, again,
+                         protocol="seed_everything(0), loaders(), make_run(method), "
                                   "train(model, optimizer, train_loader, EPOCHS), evaluate(model, val_loader)")
 
 
