@@ -276,7 +276,7 @@ METHOD_ROWS = ("feature extraction", "fine-tuning, discriminative LRs", "fine-tu
 
 
 def experiment_cases(rng: random.Random) -> list[dict]:
-    return [dict(retrain=dict(per_class=8, val_per_class=10), epochs=2)]
+    return [dict(retrain=dict(per_class=8, val_per_class=10), epochs=1)]
 
 
 def expected_trainable(method: str, k: int = 5) -> int:
