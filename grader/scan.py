@@ -48,12 +48,15 @@ _IPYTHON_SYNTAX = re.compile(r"^\s*[%!]|\?\s*$", re.MULTILINE)
 
 # assignment -> solution cell -> {tool: why the answer may not use it}
 _TORCHVISION = {"torchvision": "is the implementation the exercise asks you to write"}
+_LIB_TRANSFER = dict.fromkeys(("lib.transfer", "transfer"), "is lib's implementation of what the exercise asks you to write")
 FORBIDDEN_CALLS: dict[str, dict[str, dict[str, str]]] = {
     "receptive_field": {"calculator": {
         "empirical_receptive_field": "measures the field by back-propagation instead of computing it",
         "linearised_copy": "belongs to the measurement, not to the computation",
     }},
     "resnet_variants": {"preact": _TORCHVISION, "wrn": _TORCHVISION, "resnext": _TORCHVISION},
+    "transfer_finetune": {"feature_extraction": _LIB_TRANSFER, "fine_tuning": _LIB_TRANSFER,
+                          "evaluation": {**_LIB_TRANSFER, "evaluate": "is lib.train's evaluation, which the cell asks you to write"}},
 }
 
 
@@ -128,10 +131,11 @@ class _Scan(ast.NodeVisitor):
 
     def _imports(self, node: ast.AST, modules: list[str]) -> None:
         for module in modules:
+            tool = next((t for t in (module.split(".")[0], module) if t in self.tools), None)  # torchvision, lib.transfer
             if module.split(".")[0] in _FORBIDDEN_MODULES:
                 self.flag(node, f"importing `{module}`")
-            elif module.split(".")[0] in self.tools:
-                self.flag(node, f"`{module}` (it {self.tools[module.split('.')[0]]})")
+            elif tool is not None:
+                self.flag(node, f"`{module}` (it {self.tools[tool]})")
 
     def visit_Assign(self, node: ast.Assign) -> None:
         dotted = _dotted(node.value) if isinstance(node.value, (ast.Name, ast.Attribute)) else None

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import lib.report
-from grader import judge
+from grader import judge, scan
 from grader.checks import transfer_finetune as TF
 from lib import transfer
 
@@ -79,6 +79,35 @@ def shortcuts() -> dict[str, tuple[dict[str, str], dict[str, str]]]:
             {"test_feature_extraction": "set requires_grad=False on every backbone parameter",
              "test_experiment": "feature extraction trains the new head alone"}),
     }
+
+
+LIB_TRANSFER = '''
+from lib.transfer import freeze, replace_head
+
+
+def freeze_batchnorm(model):
+    return model
+
+
+def feature_extractor(backbone, num_classes):
+    model = copy.deepcopy(backbone)
+    replace_head(model, num_classes)
+    return freeze(model)  # lib's: parameters frozen, BatchNorm kept in eval mode
+'''
+
+
+def test_the_scan_flags_lib_transfer_in_the_answers_and_passes_the_reference():
+    cells = [c for c in _cells() if c["cell_type"] == "code"]
+    foreign = scan.imported_names(["".join(c["source"]) for c in cells])
+    rules = scan.FORBIDDEN_CALLS[A]
+    for cell in cells:
+        if not cell["metadata"]["nbgrader"]["locked"]:
+            assert scan.scan_source("".join(cell["source"]), foreign, rules.get(_grade_id(cell))) == [], _grade_id(cell)
+    for answer in (LIB_TRANSFER, "import lib.transfer as T\nfeature_extractor = T.freeze",
+                   "from lib import transfer\n", "def f(m):\n    return lib.transfer.param_groups(m, 1.0)"):
+        findings = scan.scan_source(answer, foreign, rules["feature_extraction"])
+        assert findings and "is lib's implementation of what the exercise asks you to write" in str(findings[0]), answer
+    assert scan.scan_source("from lib.train import evaluate as lib_evaluate\n", foreign, rules["evaluation"])
 
 
 # ---- the judge, without nbgrader: each hidden part runs here on a namespace, as the kernel would -----------------
@@ -266,6 +295,9 @@ def graded(tmp_path_factory):
         for i, (replaced, targets) in enumerate(shortcuts().values()):
             subs[f"shortcut-{i}"] = (c.solved(A, replace=replaced),
                                      float(sum(p for cell, p in POINTS.items() if cell not in targets)))
+        # lib.transfer's freeze: the guard disables the cell, and the cells that need its functions score 0
+        subs["shortcut-lib-transfer"] = (c.solved(A, replace={"feature_extraction": LIB_TRANSFER}), float(
+            sum(p for cell, p in POINTS.items() if cell not in {"test_feature_extraction", "test_frozen_bn", "test_experiment"})))
         for student, (nb, _) in subs.items():
             fixtures.Submission(student, A, student, nb).write(root / "submitted")
         outcomes = {o.student: o for o in autograde(root, [A], jobs=1, quiet=True)}
@@ -284,6 +316,7 @@ def test_autograde_scores_the_reference_the_shortcuts_and_a_partial_answer(grade
         assert o.ok, f"{student}: {o.reason}"
         assert o.auto == pytest.approx(expected), f"{names.get(student, student)}: {o.auto} points, expected {expected}"
         assert (o.auto_max, o.manual_max) == (sum(POINTS.values()), MANUAL)
+        assert o.disabled_cells == (student == "shortcut-lib-transfer"), student
 
 
 @pytest.mark.slow
