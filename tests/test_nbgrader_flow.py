@@ -25,7 +25,7 @@ from grader import course
 from grader.autograde import autograde
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants")
+ASSIGNMENTS = ("mixed_pooling", "receptive_field", "resnet_variants", "transfer_finetune")
 CELL_TIMEOUT = 45  # seconds: long enough for a busy CI machine, short enough for the infinite loops
 
 pytestmark = [pytest.mark.slow]

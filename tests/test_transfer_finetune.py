@@ -293,7 +293,9 @@ def graded(tmp_path_factory):
         c = fixtures.Course(root)
         visible_only, visible_only_points = _visible_only_head()
         subs = {"reference": (c.solved(A), float(sum(POINTS.values()))), "blank": (c.exercise(A), 0.0),
-                "visible-only": (c.solved(A, replace={"feature_extraction": visible_only}), visible_only_points)}
+                "visible-only": (c.solved(A, replace={"feature_extraction": visible_only}), visible_only_points),
+                "partial": (c.solved(A, {"feature_extraction", "evaluation"}),
+                            float(POINTS["test_feature_extraction"] + POINTS["test_evaluation"]))}
         for i, (replaced, targets) in enumerate(shortcuts().values()):
             subs[f"shortcut-{i}"] = (c.solved(A, replace=replaced),
                                      float(sum(p for cell, p in POINTS.items() if cell not in targets)))

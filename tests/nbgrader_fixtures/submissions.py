@@ -56,8 +56,15 @@ DEPENDS = {
         "test_imagenet_twins": (2, {"resnext"}),
         "test_comparison": (1, {"preact", "wrn", "resnext", "experiment"}),
     },
+    "transfer_finetune": {  # fine_tuner(frozen_bn=True) calls part 1's freeze_batchnorm
+        "test_feature_extraction": (3, {"feature_extraction"}),
+        "test_discriminative": (3, {"fine_tuning"}),
+        "test_frozen_bn": (2, {"feature_extraction", "fine_tuning"}),
+        "test_evaluation": (2, {"evaluation"}),
+        "test_experiment": (2, {"feature_extraction", "fine_tuning", "evaluation", "experiment"}),
+    },
 }
-MANUAL = {"mixed_pooling": 3, "receptive_field": 2, "resnet_variants": 2}
+MANUAL = {"mixed_pooling": 3, "receptive_field": 2, "resnet_variants": 2, "transfer_finetune": 3}
 
 
 def full_marks(assignment: str) -> float:
@@ -473,7 +480,7 @@ def build(course: Course) -> list[Submission]:
                                course.solved(a), expected=full_marks(a)))
         subs.append(Submission("blank", a, "the student version, untouched", course.exercise(a), expected=0.0))
     partial = {"mixed_pooling": {"mixed_pool", "lp_pool"}, "receptive_field": {"calculator"},
-               "resnet_variants": {"preact", "wrn"}}
+               "resnet_variants": {"preact", "wrn"}, "transfer_finetune": {"feature_extraction", "evaluation"}}
     for a, cells in partial.items():
         subs.append(Submission("partial", a, f"only {sorted(cells)} answered", course.solved(a, cells),
                                expected=deserved(a, cells)))
@@ -487,6 +494,9 @@ def build(course: Course) -> list[Submission]:
     rv_wrn = rv["wrn"].replace("nn.Linear(64 * k, num_classes)", "nn.Linear(64 * k, 10)")
     rv_resnext = rv["resnext"].replace("num_classes=num_classes", "num_classes=1000")
     assert rv_wrn != rv["wrn"] and rv_resnext != rv["resnext"], "update the visible-only ResNet variant"
+    tf = course.solution_sources("transfer_finetune")["feature_extraction"]
+    tf_five = tf.replace("nn.Linear(model.fc.in_features, num_classes)", "nn.Linear(model.fc.in_features, 5)")
+    assert tf_five != tf, "update the visible-only transfer_finetune answer"
     # With the tests' hidden seed (HIDDEN_SEED), the cases each one fails, as (failed, checks) per cell:
     # mixed pooling: the cases whose output is not square, 3 of 5 with a fixed alpha ((3, 5, 13, 11), (1, 2, 9, 7),
     # the drawn (1, 2, 11, 10)), 2 of 5 learned ((3, 2, 10, 12), the drawn (2, 1, 6, 9)); receptive field: the
@@ -499,6 +509,9 @@ def build(course: Course) -> list[Submission]:
                             "compute_receptive_field ignores ceil_mode in average pooling (it counts one output too few)"),
         "resnet_variants": ({"wrn": rv_wrn, "resnext": rv_resnext}, {"test_wrn": (2, 6), "test_imagenet_twins": (2, 4)},
                             "WideResNet and the ImageNet builders ignore num_classes"),
+        # transfer_finetune: the feature extractor's cases with other than 5 classes (k = 5, 2, 7 with the seed)
+        "transfer_finetune": ({"feature_extraction": tf_five}, {"test_feature_extraction": (2, 3)},
+                              "feature_extractor gives a 5-class head whatever num_classes says"),
     }
     for a, (replace, lost, what) in visible_only.items():
         subs.append(Submission("visible-only", a, what + " (passes every visible test)", course.solved(a, replace=replace),
