@@ -226,11 +226,12 @@ class Sandbox:
         return os.geteuid() == 0
 
     def _read_only(self) -> list[Path]:
-        """What the kernel may read: the system, Python, the environment, the course's lib and data."""
+        """What the kernel may read: the system, Python, the environment, the course's lib, results and data."""
         paths = [Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/etc/alternatives",
                                    "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/fonts",
                                    "/etc/localtime", "/etc/ssl/certs", "/etc/mime.types", "/etc/matplotlibrc")]
         paths += [Path(sys.base_prefix), Path(sys.prefix), Path(sysconfig.get_paths()["purelib"]), lib_dir()]
+        paths.append(lib_dir().parent / "results")  # the committed results students have too (transfer_finetune's backbone)
         paths += data_dirs()
         unique: list[Path] = []
         for p in paths:

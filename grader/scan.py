@@ -61,6 +61,7 @@ _FROM_SCRATCH = {
     **dict.fromkeys(("max_pool2d", "MaxPool2d", "max_pool2d_with_indices", "max_unpool2d"),
                     "is torch's max pooling, which this answer computes"),
     "scratch": "is the course's implementation (lib.scratch)", **_NO_AUTOGRAD}
+_LIB_TRANSFER = dict.fromkeys(("lib.transfer", "transfer"), "is lib's implementation of what the exercise asks you to write")
 FORBIDDEN_CALLS: dict[str, dict[str, dict[str, str]]] = {
     "receptive_field": {"calculator": {
         "empirical_receptive_field": "measures the field by back-propagation instead of computing it",
@@ -71,6 +72,8 @@ FORBIDDEN_CALLS: dict[str, dict[str, dict[str, str]]] = {
                                    _ATTENTION),
     "conv_backward": {"conv_forward": _FROM_SCRATCH, "conv_backward": _FROM_SCRATCH, "pool": _FROM_SCRATCH,
                       "gradcheck": _NO_AUTOGRAD},
+    "transfer_finetune": {"feature_extraction": _LIB_TRANSFER, "fine_tuning": _LIB_TRANSFER,
+                          "evaluation": {**_LIB_TRANSFER, "evaluate": "is lib.train's evaluation, which the cell asks you to write"}},
 }
 
 
@@ -145,10 +148,11 @@ class _Scan(ast.NodeVisitor):
 
     def _imports(self, node: ast.AST, modules: list[str]) -> None:
         for module in modules:
+            tool = next((t for t in (module.split(".")[0], module) if t in self.tools), None)  # torchvision, lib.transfer
             if module.split(".")[0] in _FORBIDDEN_MODULES:
                 self.flag(node, f"importing `{module}`")
-            elif module.split(".")[0] in self.tools:
-                self.flag(node, f"`{module}` (it {self.tools[module.split('.')[0]]})")
+            elif tool is not None:
+                self.flag(node, f"`{module}` (it {self.tools[tool]})")
 
     def visit_Assign(self, node: ast.Assign) -> None:
         dotted = _dotted(node.value) if isinstance(node.value, (ast.Name, ast.Attribute)) else None

@@ -7,6 +7,7 @@
 ``grader.checks.resnet_variants``   assignment ``resnet_variants``
 ``grader.checks.conv_backward``     assignment ``conv_backward``
 ``grader.checks.vit_attention``     assignment ``vit_attention``
+``grader.checks.transfer_finetune`` assignment ``transfer_finetune``
 ==================================  ===============================================================
 
 Each module's ``CELLS`` maps a test cell to its hidden cases (drawn at grading time from the run's seed) and

@@ -72,12 +72,20 @@ DEPENDS = {
         "test_tiny_vit": (2, {"attention", "self_attention", "patch_embed", "block", "tiny_vit"}),
         "test_training": (2, {"attention", "self_attention", "patch_embed", "block", "tiny_vit", "experiment"}),
     },
+    "transfer_finetune": {  # fine_tuner(frozen_bn=True) calls part 1's freeze_batchnorm
+        "test_feature_extraction": (3, {"feature_extraction"}),
+        "test_discriminative": (3, {"fine_tuning"}),
+        "test_frozen_bn": (2, {"feature_extraction", "fine_tuning"}),
+        "test_evaluation": (2, {"evaluation"}),
+        "test_experiment": (2, {"feature_extraction", "fine_tuning", "evaluation", "experiment"}),
+    },
 }
-MANUAL = {"mixed_pooling": 3, "receptive_field": 2, "resnet_variants": 2, "conv_backward": 2, "vit_attention": 2}
+MANUAL = {"mixed_pooling": 3, "receptive_field": 2, "resnet_variants": 2, "conv_backward": 2, "vit_attention": 2,
+          "transfer_finetune": 3}
 # assignment -> the solution cells of its `partial` submission (an assignment not listed: its first test cell's)
 PARTIAL = {"mixed_pooling": {"mixed_pool", "lp_pool"}, "receptive_field": {"calculator"},
            "resnet_variants": {"preact", "wrn"}, "conv_backward": {"conv_forward", "conv_backward"},
-           "vit_attention": {"attention", "patch_embed"}}
+           "vit_attention": {"attention", "patch_embed"}, "transfer_finetune": {"feature_extraction", "evaluation"}}
 
 
 def partial_cells(assignment: str) -> set[str]:
@@ -570,6 +578,9 @@ def build(course: Course) -> list[Submission]:
     assert rv_wrn != rv["wrn"] and rv_resnext != rv["resnext"], "update the visible-only ResNet variant"
     cb_pool = course.solution_sources("conv_backward")["pool"].replace('float("-inf")', "0.0")
     assert cb_pool != course.solution_sources("conv_backward")["pool"], "update the visible-only max pooling"
+    tf = course.solution_sources("transfer_finetune")["feature_extraction"]
+    tf_five = tf.replace("nn.Linear(model.fc.in_features, num_classes)", "nn.Linear(model.fc.in_features, 5)")
+    assert tf_five != tf, "update the visible-only transfer_finetune answer"
     # With the tests' hidden seed (HIDDEN_SEED), the cases each one fails, as (failed, checks) per cell:
     # mixed pooling: the cases whose output is not square, 3 of 5 with a fixed alpha ((3, 5, 13, 11), (1, 2, 9, 7),
     # the drawn (1, 2, 11, 10)), 2 of 5 learned ((3, 2, 10, 12), the drawn (2, 1, 6, 9)); receptive field: the
@@ -585,6 +596,9 @@ def build(course: Course) -> list[Submission]:
                             "WideResNet and the ImageNet builders ignore num_classes"),
         "conv_backward": ({"pool": cb_pool}, {"test_pool": (2, 6)},
                           "max pooling pads with zeros instead of minus infinity"),
+        # transfer_finetune: the feature extractor's cases with other than 5 classes (k = 5, 2, 7 with the seed)
+        "transfer_finetune": ({"feature_extraction": tf_five}, {"test_feature_extraction": (2, 3)},
+                              "feature_extractor gives a 5-class head whatever num_classes says"),
     }
     for a, (replace, lost, what) in visible_only.items():
         subs.append(Submission("visible-only", a, what + " (passes every visible test)", course.solved(a, replace=replace),
