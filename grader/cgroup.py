@@ -207,24 +207,32 @@ def _make_v1(name: str) -> Scope:
 
 
 def groups() -> list[Path]:
-    """Every sandbox group in the places this process makes them (v2's ``cnn-grader/``, v1's parents)."""
-    parents = []
+    """This machine's (this container's) sandbox groups, in the places this process makes them: v2's
+    ``cnn-grader/``; in v1, those below this process's memory group and their twins in the pids hierarchy. (v1's
+    pids hierarchy can be one for the whole host, shared with other containers' graders: a group there without
+    a twin in our memory group is another's.)"""
     try:
-        parents.append((_v2_root() / "cnn-grader", "sandbox-"))
+        root = _v2_root()
     except (OSError, LookupError):
-        pass
-    for controller in CONTROLLERS:
-        try:
-            parents.append((_v1_parent(controller), PREFIX))
-        except (OSError, LookupError):
-            pass
-    found = []
-    for parent, prefix in parents:
-        try:
-            found += [d for d in parent.iterdir() if d.name.startswith(prefix) and d.is_dir()]
-        except OSError:
-            continue
-    return found
+        root = None
+    if root is not None:
+        return _children(root / "cnn-grader", "sandbox-")
+    try:
+        memory = _children(_v1_parent("memory"), PREFIX)
+    except (OSError, LookupError):
+        return []
+    try:
+        pids = _v1_parent("pids")
+    except (OSError, LookupError):
+        return memory
+    return memory + [pids / d.name for d in memory if (pids / d.name).is_dir()]
+
+
+def _children(parent: Path, prefix: str) -> list[Path]:
+    try:
+        return [d for d in parent.iterdir() if d.name.startswith(prefix) and d.is_dir()]
+    except OSError:
+        return []
 
 
 def sweep(older_than: float = STALE_AFTER) -> list[Path]:
