@@ -556,6 +556,14 @@ def _append(nb: dict, source: str, cell_id: str) -> dict:
     return nb
 
 
+def _colour_cases(assignment: str, grade_id: str) -> tuple[int, int]:
+    """(cases with more than one input channel, cases) of a test cell's hidden cases drawn with HIDDEN_SEED."""
+    from grader import judge
+
+    cases = judge.draw_cases(judge.cells_of(assignment)[grade_id], HIDDEN_SEED, grade_id)
+    return sum(c["in_channels"] > 1 for c in cases), len(cases)
+
+
 def build(course: Course) -> list[Submission]:
     subs: list[Submission] = []
     for a in DEPENDS:
@@ -581,6 +589,9 @@ def build(course: Course) -> list[Submission]:
     tf = course.solution_sources("transfer_finetune")["feature_extraction"]
     tf_five = tf.replace("nn.Linear(model.fc.in_features, num_classes)", "nn.Linear(model.fc.in_features, 5)")
     assert tf_five != tf, "update the visible-only transfer_finetune answer"
+    vit_patch = course.solution_sources("vit_attention")["patch_embed"]
+    vit_channels_last = vit_patch.replace("permute(0, 2, 4, 1, 3, 5)", "permute(0, 2, 4, 3, 5, 1)")
+    assert vit_channels_last != vit_patch, "update the visible-only patch embedding"
     # With the tests' hidden seed (HIDDEN_SEED), the cases each one fails, as (failed, checks) per cell:
     # mixed pooling: the cases whose output is not square, 3 of 5 with a fixed alpha ((3, 5, 13, 11), (1, 2, 9, 7),
     # the drawn (1, 2, 11, 10)), 2 of 5 learned ((3, 2, 10, 12), the drawn (2, 1, 6, 9)); receptive field: the
@@ -596,6 +607,10 @@ def build(course: Course) -> list[Submission]:
                             "WideResNet and the ImageNet builders ignore num_classes"),
         "conv_backward": ({"pool": cb_pool}, {"test_pool": (2, 6)},
                           "max pooling pads with zeros instead of minus infinity"),
+        # vit_attention: patches flattened channel-last are right for grey images only: the cases with C > 1
+        "vit_attention": ({"patch_embed": vit_channels_last},
+                          {g: _colour_cases("vit_attention", g) for g in ("test_patch_embed", "test_tiny_vit")},
+                          "PatchEmbed flattens each patch channel-last (right for grey images only)"),
         # transfer_finetune: the feature extractor's cases with other than 5 classes (k = 5, 2, 7 with the seed)
         "transfer_finetune": ({"feature_extraction": tf_five}, {"test_feature_extraction": (2, 3)},
                               "feature_extractor gives a 5-class head whatever num_classes says"),
