@@ -240,7 +240,11 @@ def test_shortcuts_say_what_was_detected(graded):
                 "shortcut-expectation": "pydoc", "shortcut-typed-results": "own run",
                 "shortcut-measured-field": "instead of computing it", "shortcut-measured-helper": "meta device",
                 "shortcut-field-reference": "pydoc", "shortcut-torchvision-blocks": "torchvision",
-                "shortcut-torchvision-builders": "torchvision", "shortcut-typed-variants": "own run"}
+                "shortcut-torchvision-builders": "torchvision", "shortcut-typed-variants": "own run",
+                "shortcut-conv2d": "`F.conv2d`", "shortcut-torch-grad": "torch.nn.grad",
+                "shortcut-torch-pool": "`F.max_pool2d`", "shortcut-conv2d-getattr": "calls torch's convolution",
+                "shortcut-autograd-helper": "calls autograd", "shortcut-gradcheck-autograd": "calls autograd",
+                "shortcut-typed-errors": "report what your code measured"}
     assert set(expected) == set(fixtures.SHORTCUT_POINTS)
     rows = []
     for student, fragment in expected.items():

@@ -63,7 +63,8 @@ def release_lab(tmp_path_factory):
     if find_chromium() is None:
         pytest.skip("no Chromium: `make browser`")
     tree = tmp_path_factory.mktemp("release") / "course"
-    made = subprocess.run([sys.executable, "-m", "grader", "student-release", str(tree)], cwd=ROOT,
+    made = subprocess.run([sys.executable, "-m", "grader", "student-release", str(tree),
+                           "--repository", "https://github.com/cnn-course/cnn-architectures-student"], cwd=ROOT,
                           capture_output=True, text=True)
     assert made.returncode == 0, made.stdout + made.stderr
     port, token = _free_port(), secrets.token_hex(16)
