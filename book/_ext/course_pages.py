@@ -5,6 +5,8 @@
    names, so that the pages typeset their math with no network. (Added here rather than with
    `html_static_path` in _config.yml so that a book made from _config.yml alone, as tests/test_book.py does,
    does not warn about a missing folder.)
+   Sphinx 7.4 copies them only when it writes some page, so they are copied again at the end of every build
+   where they differ (_refresh_static).
 2. Sphinx 7.4 writes every inline script that an extension registers after the builder started twice (once
    as registered, once when `prepare_writing` re-adds "assets registered after Builder.init()", with the
    file name `''` instead of `None`, so the two copies do not compare equal). sphinx-thebe's
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -78,10 +81,24 @@ def _pin_published_notebooks(app, exception):
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+def _refresh_static(app, exception):
+    """Sphinx 7.4 copies the static files only when it writes some page: after an edit to book/_static alone (the
+    print rules of course.css, say), a warm `make book` kept the old copy. Copy what differs."""
+    if exception is not None or app.builder.format != "html":
+        return
+    out = Path(app.outdir) / "_static"
+    for source in (p for p in STATIC.rglob("*") if p.is_file()):
+        target = out / source.relative_to(STATIC)
+        if not target.is_file() or target.read_bytes() != source.read_bytes():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+
+
 def setup(app):
     app.add_css_file("course.css")
     app.connect("config-inited", _add_static)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("html-page-context", _default_mode)
     app.connect("build-finished", _pin_published_notebooks)
+    app.connect("build-finished", _refresh_static)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
