@@ -542,3 +542,13 @@ def test_feedback_shows_no_hidden_test_whatever_a_cell_printed():
     assert "(10, 10)" in nb.cells[0].source, "the visible tests stay"
     assert "Hidden tests: 3 of 3 points" in text and "quoted the hidden tests" in nb.cells[1].outputs[0].text
     assert len(nb.cells[2].outputs[0].traceback) == 2, "a failure in the visible part keeps its traceback"
+
+
+def test_a_results_table_without_a_row_fails_with_the_row_named():
+    from grader.checks.base import result_table
+    from grader.judge import GradingError
+
+    assert result_table({"results": {"a": 1, "b": 2}}, ["a", "b"], "model per method") == {"a": 1, "b": 2}
+    for results in ({"a": 1}, "typed in", None):
+        with pytest.raises(GradingError, match=r"no row for \['b'\]: train one model per method"):
+            result_table({"results": results}, ["b"], "model per method")

@@ -45,6 +45,16 @@ def number(value, desc: str) -> float:
     return float(value)
 
 
+def result_table(out: dict, rows, one_per: str) -> dict:
+    """A student's ``results`` table, with a row for each name in ``rows`` (else the check fails, saying to train
+    one model per ``one_per``)."""
+    results = out["results"] if isinstance(out["results"], dict) else {}
+    missing = [name for name in rows if name not in results]
+    if missing:
+        fail(f"`results` has no row for {missing}: train one {one_per}")
+    return results
+
+
 def check_result_row(name: str, row, expected_params: int, params_source: str) -> None:
     """One row of a student's ``results[name]``: accuracy in [0, 1], training seconds > 0, and the parameter
     count that ``params_source`` (e.g. "make_net gives") has."""

@@ -11,8 +11,8 @@ import random
 import torch
 import torch.nn.functional as F
 
-from grader.checks.base import (check_result_row, check_rows_retrained, close, fail, finite, max_diff, ok, shape_str,
-                                tensor)
+from grader.checks.base import (check_result_row, check_rows_retrained, close, fail, finite, max_diff, ok,
+                                result_table, shape_str, tensor)
 from grader.judge import Cell, Check, check
 from lib.report import rand
 from lib.scratch import windows
@@ -298,10 +298,7 @@ def _check_comparison(c: dict, result) -> None:
         _check_network(c, out, name)
     if c["retrain"] is None:
         return
-    results = out["results"] if isinstance(out["results"], dict) else {}
-    missing = [n for n in POOLINGS if n not in results]
-    if missing:
-        fail(f"`results` has no row for {missing}: train one network per pooling layer")
+    results = result_table(out, POOLINGS, "network per pooling layer")
     for name in POOLINGS:
         check_result_row(name, results[name], out["params"][name], "make_net gives")
     check_rows_retrained(results, out["again"], protocol="seed_everything(0), loaders(), "

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from grader.checks.base import (check_result_row, check_rows_retrained, close, fail, finite, max_diff, number, ok,
-                                shape_str, tensor)
+                                result_table, shape_str, tensor)
 from grader.judge import Cell, Check, check
 from lib.report import fill, rand
 
@@ -289,10 +289,7 @@ def expected_trainable(method: str, k: int = 5) -> int:
 
 def _check_experiment(c: dict, result) -> None:
     out = ok(result, "the comparison")
-    results = out["results"] if isinstance(out["results"], dict) else {}
-    missing = [m for m in METHOD_ROWS if m not in results]
-    if missing:
-        fail(f"`results` has no row for {missing}: train one model per method")
+    results = result_table(out, METHOD_ROWS, "model per method")
     for method in METHOD_ROWS:
         check_result_row(method, results[method], expected_trainable(method),
                          "feature extraction trains the new head alone, which has" if method == "feature extraction"

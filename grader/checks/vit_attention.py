@@ -19,7 +19,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from grader.checks.base import check_result_row, check_rows_retrained, close, fail, finite, max_diff, ok, shape_str, tensor
+from grader.checks.base import (check_result_row, check_rows_retrained, result_table,
+                                close, fail, finite, max_diff, ok, shape_str, tensor)
 from grader.judge import Cell, Check, check
 from lib.report import fill, rand
 
@@ -483,10 +484,7 @@ def _check_training(c: dict, result) -> None:
     out = ok(result, "the experiment")
     for name, model in out["models"].items():
         _own_work(model, f"make_vit({name!r})")
-    results = out["results"] if isinstance(out["results"], dict) else {}
-    missing = [name for name in PATCH_ROWS if name not in results]
-    if missing:
-        fail(f"`results` has no row for {missing}: train one network per patch size")
+    results = result_table(out, PATCH_ROWS, "network per patch size")
     for name in PATCH_ROWS:
         check_result_row(name, results[name], out["params"][name], "make_vit gives")
     check_rows_retrained(results, out["again"], protocol="seed_everything(0), loaders(), fit(make_vit(patch), ..., "
