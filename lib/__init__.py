@@ -8,6 +8,7 @@ Submodules are imported on demand so that ``import lib`` stays cheap:
 - ``lib.plot``      training curves, image grids, filters, feature maps
 - ``lib.models``    VGG, ResNet, EfficientNet, ViT and small CNNs, as tables read by builders
 - ``lib.analysis``  parameters, MACs, per-layer summaries, empirical receptive fields
+- ``lib.drills``    interview drills per chapter: answers computed by lib, checked against torch
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import importlib
 from lib._versions import warn_if_unsupported
 
 __all__ = ["data", "scratch", "train", "plot", "models", "analysis", "checks", "counting", "records", "stats",
-           "gradients", "leaderboard", "book", "transfer", "experiments", "tuning", "baseline", "explain"]
+           "gradients", "leaderboard", "book", "transfer", "experiments", "tuning", "baseline", "explain", "drills"]
 
 
 def __getattr__(name: str):

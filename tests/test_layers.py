@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                      "lib.baseline", "lib._versions")),
     ("models", ("lib.models",)),
     ("analysis", ("lib.analysis", "lib.explain")),
-    ("transfer and experiments", ("lib.transfer", "lib.experiments")),
+    ("transfer and experiments", ("lib.transfer", "lib.experiments", "lib.drills")),
 )
 
 

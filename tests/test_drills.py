@@ -1,0 +1,50 @@
+"""Every drill's answer key against what torch measures on a real module, over many draws.
+
+A generator's ``Question.answer`` is computed by ``lib`` or by the formula its worked solution shows;
+``Question.measure`` builds the module the question describes and measures it (output shape, ``numel``,
+``FlopCounterMode``, the empirical receptive field). A wrong key, or a worked solution that does not end at the
+key, fails here before a reader sees it.
+"""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from lib import drills
+
+DRAWS = 25
+ALL = [g for c in drills.CHAPTERS for g in drills.generators(c)]
+
+
+def _close(q: drills.Question, measured: float) -> bool:
+    if q.rel_tol == 0:
+        return float(measured) == float(q.answer)
+    return math.isclose(float(measured), float(q.answer), rel_tol=q.rel_tol)
+
+
+@pytest.mark.parametrize("chapter", drills.CHAPTERS)
+def test_every_chapter_has_ten_generators(chapter):
+    assert len(drills.generators(chapter)) >= 10, (
+        f"{chapter} has {len(drills.generators(chapter))} drills; write at least 10 in lib/drills/{chapter}.py")
+
+
+@pytest.mark.parametrize("gen", ALL, ids=lambda g: f"{g.chapter}/{g.name}")
+def test_answers_equal_what_torch_measures(gen):
+    rng = random.Random(2026)
+    prompts = set()
+    for _ in range(DRAWS):
+        q = gen(rng)
+        prompts.add(q.prompt)
+        measured = q.measure()
+        assert _close(q, measured), f"{gen.chapter}/{gen.name}: key {q.answer}, torch measures {measured}\n{q.prompt}"
+        assert q.accepts(q.answer) and q.steps, q
+    assert len(prompts) >= DRAWS // 3, f"{gen.name} drew only {len(prompts)} different questions in {DRAWS}"
+
+
+@pytest.mark.parametrize("gen", ALL, ids=lambda g: f"{g.chapter}/{g.name}")
+def test_a_bank_is_reproducible_and_varied(gen):
+    a, b = drills.bank(gen, n=10, seed=1), drills.bank(gen, n=10, seed=1)
+    assert [q.prompt for q in a] == [q.prompt for q in b]
+    assert len(a) >= 5
