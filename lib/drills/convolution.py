@@ -241,8 +241,9 @@ def stacked_3x3_saving(rng: random.Random) -> Question:
                f"as one {k}×{k} convolution with {c} channels. How many parameters does the stack save?",
         answer=saved,
         steps=(f"saved = {k}²·C² − {depth}·3²·C² = {k * k - 9 * depth}·C²",
-               f"= {k * k - 9 * depth}·{c}²", f"= {saved}: the stack keeps {9 * depth}/{k * k} = {9 * depth / (k * k):.0%} of the "
-               f"{k}×{k} weights, and gains a ReLU per extra layer"),
+               f"= {k * k - 9 * depth}·{c}²",
+               f"= {saved}: the stack keeps {9 * depth}/{k * k} = {9 * depth / (k * k):.0%} of the {k}×{k} weights, "
+               f"and gains a ReLU per extra layer"),
         measure=lambda: count_params(nn.Conv2d(c, c, k, bias=False, device="meta")) - count_params(stack),
         unit="parameters")
 
