@@ -36,14 +36,14 @@ def _build(layers: list[Layer]) -> nn.Sequential:
 
 
 def _draw_stack(rng: random.Random) -> list[Layer]:
-    """A conv + pool stack of 3 to 6 layers with at least one convolution and one pooling."""
+    """A conv + pool stack of 3 to 6 layers with at least one convolution and one pooling, total stride <= 16."""
     menu: list[Layer] = [("conv", 3, 1, 1), ("conv", 3, 1, 1), ("conv", 5, 1, 2), ("conv", 3, 2, 1),
                          ("max", 2, 2, 0), ("max", 3, 2, 1)]
-    layers = [rng.choice(menu) for _ in range(rng.randint(2, 5))]
-    layers.insert(rng.randint(0, len(layers)), rng.choice(menu[4:]))
-    if all(kind == "max" for kind, *_ in layers):
-        layers.insert(0, menu[0])
-    return layers
+    while True:
+        layers = [rng.choice(menu) for _ in range(rng.randint(2, 5))]
+        layers.insert(rng.randint(0, len(layers)), rng.choice(menu[4:]))
+        if any(kind == "conv" for kind, *_ in layers) and math.prod(s for _, _, s, _ in layers) <= 16:
+            return layers  # a jump of at most 16 keeps torch's measurement small
 
 
 def _describe(layers: list[Layer]) -> str:
@@ -178,26 +178,35 @@ def simple_cnn_head(rng: random.Random) -> Question:
         unit="parameters")
 
 
-def _with_strided_convs(w: int) -> nn.Module:
-    """simple_cnn(width=w) with both 2×2 poolings replaced by 3×3 stride-2 convolutions (no bias)."""
+def _with_strided_convs(w: int, k: int) -> nn.Module:
+    """simple_cnn(width=w) with both 2×2 poolings replaced by k×k stride-2 convolutions (no bias)."""
     model = simple_cnn(width=w)
-    model.features[3] = nn.Conv2d(w, w, 3, 2, 1, bias=False)
-    model.features[7] = nn.Conv2d(2 * w, 2 * w, 3, 2, 1, bias=False)
+    model.features[3] = nn.Conv2d(w, w, k, 2, (k - 1) // 2, bias=False)  # halves the map, as the pooling did
+    model.features[7] = nn.Conv2d(2 * w, 2 * w, k, 2, (k - 1) // 2, bias=False)
     return model
+
+
+def _gain(w: int, k: int) -> int | None:
+    """Parameters gained by the replacement, if the new network's last map has the old one's shape."""
+    with torch.device("meta"):
+        new, old = _with_strided_convs(w, k), simple_cnn(width=w)
+        x = torch.empty(1, 1, 28, 28)
+        same = new.features(x).shape == old.features(x).shape  # (1, 4w, 7, 7)
+    return count_params(new) - count_params(old) if same else None
 
 
 @drill("pooling", "Parameters of strided convolutions replacing the poolings")
 def strided_conv_params(rng: random.Random) -> Question:
-    w = rng.choice([8, 12, 16, 24, 32, 48, 64, 96, 128])
-    added = 9 * w * w + 9 * (2 * w) ** 2
+    w, k = rng.choice([8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128]), rng.choice([2, 3])
+    added = k * k * w * w + k * k * (2 * w) ** 2
     return Question(
         prompt=f"In `simple_cnn(width={w})` both 2×2 max poolings (after the {w}- and the {2 * w}-channel stages) are "
-               f"replaced by 3×3 convolutions of stride 2, padding 1, no bias, keeping the channels. How many "
-               f"parameters does the network gain?",
+               f"replaced by {k}×{k} convolutions of stride 2, padding {(k - 1) // 2}, no bias, keeping the channels. "
+               f"How many parameters does the network gain?",
         answer=added,
-        steps=("a pooling has 0 parameters; a C → C 3×3 conv has 9·C²: gained = 9·w² + 9·(2w)² = 45·w²",
-               f"= 9·{w}² + 9·{2 * w}²", f"= {added}"),
-        measure=lambda: count_params(_with_strided_convs(w)) - count_params(simple_cnn(width=w)),
+        steps=(f"a pooling has 0 parameters; a C → C {k}×{k} conv has {k * k}·C²: gained = {k * k}·w² + {k * k}·(2w)²",
+               f"= {k * k}·{w}² + {k * k}·{2 * w}²", f"= {added}"),
+        measure=lambda: _gain(w, k),
         unit="parameters")
 
 
@@ -225,7 +234,7 @@ def adaptive_window(rng: random.Random) -> Question:
 
 @drill("pooling", "Map sizes through AlexNet's overlapping poolings")
 def alexnet_sizes(rng: random.Random) -> Question:
-    n = rng.choice([63, 67, 99, 127, 128, 160, 192, 224, 227, 256, 299, 320, 384])
+    n = rng.choice([rng.randint(63, 400), 128, 224, 227, 256, 299, 384])
     config = ALEXNET_CONFIGS["alexnet"]
     chain = [n]
     for v in config:
