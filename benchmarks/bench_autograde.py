@@ -7,7 +7,11 @@ Every part grades the same class in a fresh scratch course with the grader's own
 `make autograde`): the reference, blank and partial submissions of tests/nbgrader_fixtures/submissions.py, as
 many students as --submissions asks, over the assignments (every one in solutions/) in turn.
 
-* time     each assignment's submissions, JOBS=1: wall and CPU seconds per notebook (target: under 30 s)
+* time     each assignment's submissions, JOBS=1: wall and CPU seconds per notebook (target: under 30 s), and
+           where a notebook's seconds go, read from the graded notebook's cell timestamps (nbclient's): before
+           the first cell (the sandbox, the kernel's start), the first cell that has code (the imports: torch, lib), the
+           student's other cells, the hidden test cells in the kernel, and after the last cell (the kernel's
+           shutdown, the judge outside the kernel, nbgrader's gradebook)
 * sandbox  the same submissions with SANDBOX=off and with the sandbox, JOBS=1: the sandbox's cost per
            submission (target: under 1 s)
 * jobs     JOBS=1 against JOBS=2: the throughput ratio (target: at least 1.7 on 2 cores)
@@ -80,7 +84,34 @@ def timed_run(base: Path, n: int, assignments: list[str], *, jobs: int = 1, sche
         raise SystemExit(f"{len(failed)} submission(s) failed to grade: {failed[0].student}: {failed[0].reason}")
     return {"wall_s": round(wall, 1), "submissions": len(outcomes),
             "per_submission": [{"assignment": o.assignment, "student": o.student, "seconds": round(o.seconds, 2),
-                                "cpu_seconds": round(o.cpu_seconds, 2), "auto": o.auto} for o in outcomes]}
+                                "cpu_seconds": round(o.cpu_seconds, 2), "auto": o.auto,
+                                "phases": {k: round(v, 2) for k, v in phases(root, o).items()}} for o in outcomes]}
+
+
+def _stamp(cell: dict, key: str) -> float | None:
+    from datetime import datetime
+
+    value = cell.get("metadata", {}).get("execution", {}).get(key)
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def phases(root: Path, outcome) -> dict[str, float]:
+    """Where one graded notebook's wall seconds went (see the module's docstring); {} without timestamps."""
+    graded = root / "autograded" / outcome.student / outcome.assignment / f"{outcome.assignment}.ipynb"
+    if not graded.is_file() or not outcome.started:
+        return {}
+    cells = [c for c in json.loads(graded.read_text())["cells"] if c["cell_type"] == "code"
+             and "".join(c["source"]).strip()  # the install cell, blanked by the autograder, is not the first
+             and _stamp(c, "iopub.execute_input") and _stamp(c, "shell.execute_reply")]
+    if not cells:
+        return {}
+    spans = [(c, _stamp(c, "shell.execute_reply") - _stamp(c, "iopub.execute_input")) for c in cells]
+    hidden = sum(d for c, d in spans[1:] if c["metadata"].get("nbgrader", {}).get("grade"))
+    return {"before_first_cell": _stamp(cells[0], "iopub.execute_input") - outcome.started,
+            "first_cell": spans[0][1],
+            "student_cells": sum(d for _, d in spans[1:]) - hidden,
+            "hidden_cells": hidden,
+            "after_last_cell": outcome.ended - _stamp(cells[-1], "shell.execute_reply")}
 
 
 def _free_port() -> int:
@@ -170,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {a:18s} wall {statistics.mean(r['seconds'] for r in rows):5.1f} s per notebook "
                           f"(max {max(r['seconds'] for r in rows):.1f}), CPU {statistics.mean(r['cpu_seconds'] for r in rows):.1f} s"
                           f"  [target < 30 s]")
+                    split = [r["phases"] for r in rows if r["phases"]]
+                    if split:
+                        print("    " + ", ".join(f"{k.replace('_', ' ')} {statistics.mean(p[k] for p in split):.1f} s"
+                                                 for k in split[0]))
         if "sandbox" in parts:
             report["sandbox_off"] = timed_run(base / "off", args.submissions, args.assignments, jobs=1,
                                               env={"SANDBOX": "off"})
