@@ -66,7 +66,8 @@ def separable_params(rng: random.Random) -> Question:
         steps=("params = k²·C_in (depthwise) + C_in·C_out (pointwise)",
                f"= {k}²·{c_in} + {c_in}·{c_out} = {dw} + {pw}",
                f"= {dw + pw}",
-               f"a standard {k}×{k} convolution would hold k²·C_in·C_out = {standard}, {standard / (dw + pw):.1f}× more"),
+               f"a standard {k}×{k} convolution would hold k²·C_in·C_out = {standard}, "
+               f"{standard / (dw + pw):.1f}× more"),
         measure=lambda: count_params(_meta(lambda: _separable(c_in, c_out, k))),
         unit="parameters",
     )
@@ -218,8 +219,8 @@ def compound_growth(rng: random.Random) -> Question:
     growth = base ** phi
     return Question(
         prompt=f"Compound scaling with φ = {phi:g}: depth × α^φ, width × β^φ, resolution × γ^φ, with α = {ALPHA}, "
-               f"β = {BETA}, γ = {GAMMA}. A convolutional network's MACs grow with depth · width² · resolution²: by what "
-               f"factor do they grow? Give it to two decimals.",
+               f"β = {BETA}, γ = {GAMMA}. A convolutional network's MACs grow with depth · width² · resolution²: "
+               f"by what factor do they grow? Give it to two decimals.",
         answer=growth,
         steps=("growth = α^φ · (β^φ)² · (γ^φ)² = (α·β²·γ²)^φ",
                f"= ({ALPHA} × {BETA}² × {GAMMA}²)^{phi:g} = {base:.4f}^{phi:g}",
@@ -290,9 +291,9 @@ def stem_macs(rng: random.Random) -> Question:
     m = _out(r, 3, 2)
     macs = batch * 3 * 9 * c * m * m
     return Question(
-        prompt=f"EfficientNet-B{i} runs at its resolution from the chapter's table with width multiplier {sc.width}: its "
-               f"stem is a 3×3 stride-2 convolution (padding 1) from 3 channels to 32·w rounded to a multiple of 8. "
-               f"How many MACs does the stem do on a batch of {batch} image{'s' if batch > 1 else ''}?",
+        prompt=f"EfficientNet-B{i} runs at its resolution from the chapter's table with width multiplier "
+               f"{sc.width}: its stem is a 3×3 stride-2 convolution (padding 1) from 3 channels to 32·w rounded to a "
+               f"multiple of 8. How many MACs does the stem do on a batch of {batch} image{'s' if batch > 1 else ''}?",
         answer=macs,
         steps=(f"resolution {r}; C = make_divisible(32 × {sc.width}) = {c}; out = ⌈{r}/2⌉ = {m}",
                "MACs = N·3·3²·C·out²",
