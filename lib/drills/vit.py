@@ -28,6 +28,7 @@ PATCHINGS = ((224, 16), (224, 32), (224, 14), (224, 8), (384, 16), (384, 32), (2
              (28, 4), (28, 7), (28, 14), (32, 4), (32, 8), (32, 2), (64, 8), (64, 4), (96, 16), (96, 8), (128, 16))
 # (D, heads) of ViT-Ti, S, B, L, H and of the course's vit_tiny_28 / vit_small_28
 WIDTHS = ((192, 3), (384, 6), (768, 12), (1024, 16), (1280, 16), (64, 4), (128, 4), (256, 8), (512, 8))
+HEAD_WIDTHS = (16, 32, 48, 64, 80, 96, 128)
 LN_NOTE = "each LayerNorm has 2 parameters per feature"
 
 
@@ -58,6 +59,12 @@ def _stored_attention(attn: MultiheadSelfAttention, x: torch.Tensor) -> torch.Te
         return attn.attention
     finally:
         attn.store_attention, attn.attention = False, None
+
+
+def _width(rng: random.Random) -> tuple[int, int]:
+    """A token width D and a number of heads h that divides it: D = h·d."""
+    heads = rng.choice([2, 3, 4, 6, 8, 12, 16])
+    return heads * rng.choice(HEAD_WIDTHS), heads
 
 
 def _tokens(image: int, patch: int) -> int:
@@ -120,7 +127,7 @@ def position_embedding_params(rng: random.Random) -> Question:
 
 @drill("vit", "Width of one attention head")
 def head_dim(rng: random.Random) -> Question:
-    dim, heads = rng.choice(WIDTHS + ((96, 3), (320, 5), (640, 10), (192, 6), (512, 16), (384, 12)))
+    dim, heads = rng.choice(WIDTHS) if rng.random() < 0.5 else _width(rng)
     d = dim // heads
     return Question(
         prompt=f"Multi-head self-attention with token width D = {dim} and h = {heads} heads splits each query, key and "
@@ -134,7 +141,7 @@ def head_dim(rng: random.Random) -> Question:
 
 @drill("vit", "Parameters of multi-head self-attention")
 def attention_params(rng: random.Random) -> Question:
-    dim, heads = rng.choice(WIDTHS + ((96, 3), (320, 5), (640, 10), (192, 6), (512, 16), (384, 12)))
+    dim, heads = rng.choice(WIDTHS) if rng.random() < 0.5 else _width(rng)
     params = 4 * dim * dim + 4 * dim
     return Question(
         prompt=f"A multi-head self-attention layer with token width D = {dim} and {heads} heads: query, key, value and "
@@ -150,7 +157,7 @@ def attention_params(rng: random.Random) -> Question:
 
 @drill("vit", "Parameters of a transformer MLP")
 def mlp_params(rng: random.Random) -> Question:
-    dim = rng.choice([64, 96, 128, 192, 256, 384, 512, 640, 768, 1024, 1280])
+    dim = 32 * rng.randint(2, 40)
     m = 4 * dim
     params = 2 * dim * m + m + dim
     return Question(
@@ -167,7 +174,7 @@ def mlp_params(rng: random.Random) -> Question:
 
 @drill("vit", "Parameters of one encoder block")
 def block_params(rng: random.Random) -> Question:
-    dim, heads = rng.choice(WIDTHS + ((96, 3), (320, 5), (640, 10), (512, 16), (384, 12)))
+    dim, heads = rng.choice(WIDTHS) if rng.random() < 0.5 else _width(rng)
     params = 12 * dim * dim + 13 * dim
     return Question(
         prompt=f"A pre-norm ViT encoder block with D = {dim}, {heads} heads and MLP width 4D: LayerNorm, "
@@ -223,7 +230,7 @@ def _attention_bytes(name: str, batch: int) -> int:
 @drill("vit", "Memory of the stored attention matrices")
 def attention_memory(rng: random.Random) -> Question:
     name = rng.choice(["vit_b_16", "vit_b_32", "vit_l_16", "vit_tiny_28", "vit_small_28"])
-    batch = rng.choice([8, 16, 32, 64, 128])
+    batch = rng.choice([1, 2, 4, 8, 16, 32, 64, 128, 256])
     cfg = VIT_CONFIGS[name]
     length, size = cfg.seq_length, cfg.image_size
     nbytes = batch * cfg.num_layers * cfg.num_heads * length * length * 4
@@ -316,8 +323,8 @@ def vit_params(rng: random.Random) -> Question:
 
 @drill("vit", "Tokens when the patch size halves")
 def patch_halving(rng: random.Random) -> Question:
-    image, patch = rng.choice([(224, 16), (224, 32), (384, 16), (384, 32), (256, 16), (256, 32), (512, 32),
-                               (32, 8), (32, 4), (28, 14), (64, 16), (64, 8), (96, 16), (128, 32)])
+    patch = rng.choice([4, 8, 14, 16, 32])
+    image = patch * rng.randint(2, 24)
     before, after = _tokens(image, patch) + 1, _tokens(image, patch // 2) + 1
     return Question(
         prompt=f"A ViT on {image}×{image} images with {patch}×{patch} patches has {before} tokens, its class token "
