@@ -7,6 +7,7 @@ go through the grader's real autograde, each with the score it must get, under 1
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import judge_helpers as H
 import lib.report
 from grader import judge, scan
 from grader.checks import conv_backward as CB
@@ -38,12 +40,7 @@ def _load(name: str, path: Path):
 fixtures = _load("nbgrader_submissions", ROOT / "tests" / "nbgrader_fixtures" / "submissions.py")
 
 
-def _sources(kind: str = "solutions") -> dict[str, str]:
-    cells = json.loads((ROOT / kind / A / f"{A}.ipynb").read_text())["cells"]
-    return {c["metadata"]["nbgrader"]["grade_id"]: "".join(c["source"]) for c in cells
-            if "grade_id" in c["metadata"].get("nbgrader", {})}
-
-
+_sources = functools.partial(H.sources, A)
 SOURCES = _sources()
 
 
@@ -62,21 +59,10 @@ def solved() -> dict:
 
 def judged(grade_id: str, ns: dict, seed: int = 7) -> list:
     """The checks of one test cell: its hidden part run in ``ns`` on this seed's cases, its report judged."""
-    cell = judge.cells_of(A)[grade_id]
-    cases = judge.draw_cases(cell, seed, grade_id)
-    code = SOURCES[grade_id].split(judge.DELIMITER, 1)[1].replace("CASES = []", "CASES = " + repr(cases), 1)
-    shown: list = []
-    saved, lib.report.report = lib.report.report, shown.append
-    try:
-        exec(compile(code, f"{A}:{grade_id}", "exec"), dict(ns))
-    finally:
-        lib.report.report = saved
-    assert len(shown) == 1
-    return cell.judge(cases, json.loads(json.dumps(lib.report.plain(shown[0]), allow_nan=False)))
+    return H.judged(A, grade_id, SOURCES[grade_id], ns, seed)
 
 
-def failed(checks) -> list[str]:
-    return [f"{c.name}: {c.message}" for c in checks if not c.passed]
+failed = H.failed
 
 
 # ---- the judge ---------------------------------------------------------------------------------------------

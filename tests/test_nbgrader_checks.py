@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -27,65 +26,42 @@ from grader.checks import receptive_field as RF
 from grader.checks import resnet_variants as RV
 from lib.analysis import empirical_receptive_field
 
+import judge_helpers as H
+
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = tuple(assignments(ROOT))  # every assignment in solutions/
 
 
-def _cells(assignment: str, kind: str = "solutions") -> list[dict]:
-    return json.loads((ROOT / kind / assignment / f"{assignment}.ipynb").read_text())["cells"]
-
-
-def _grade_id(cell: dict) -> str | None:
-    return cell["metadata"].get("nbgrader", {}).get("grade_id")
+_cells, _grade_id, failed = H.cells, H.grade_id, H.failed
 
 
 def _source(assignment: str, grade_id: str) -> str:
-    return "".join(next(c for c in _cells(assignment) if _grade_id(c) == grade_id)["source"])
+    return H.sources(assignment)[grade_id]
 
 
 @functools.cache
 def solution(assignment: str) -> dict:
     """The namespace of a solution notebook after its setup and definition cells (no tests, no training)."""
-    saved = os.environ.get("NBGRADER_EXECUTION")
-    os.environ["NBGRADER_EXECUTION"] = "validate"  # the notebooks' QUICK sizes; only while their cells run
     wanted = {"mixed_pooling": {"setup", "mixed_pool", "stochastic_pool", "lp_pool", "make_net"},
               "receptive_field": {"setup", "calculator"},
               "resnet_variants": {"setup", "preact", "wrn", "resnext"}}[assignment]
     ns: dict = {}
-    for cell in _cells(assignment):
-        if _grade_id(cell) in wanted:
-            exec(compile("".join(cell["source"]), f"{assignment}:{_grade_id(cell)}", "exec"), ns)
-    if saved is None:
-        os.environ.pop("NBGRADER_EXECUTION")
-    else:
-        os.environ["NBGRADER_EXECUTION"] = saved
+    with H.quick_sizes():
+        for cell in _cells(assignment):
+            if _grade_id(cell) in wanted:
+                exec(compile("".join(cell["source"]), f"{assignment}:{_grade_id(cell)}", "exec"), ns)
     return ns
 
 
 def kernel_report(assignment: str, grade_id: str, namespace: dict, cases: list[dict]):
     """What the cell's hidden part reports when it runs in ``namespace`` on ``cases`` (as the kernel would)."""
-    code = _source(assignment, grade_id).split(judge.DELIMITER, 1)[1]
-    code = code.replace("CASES = []", "CASES = " + repr(cases), 1)
-    shown = []
-    saved, lib.report.report = lib.report.report, shown.append
-    try:
-        exec(compile(code, f"{assignment}:{grade_id}", "exec"), dict(namespace))
-    finally:
-        lib.report.report = saved
-    assert len(shown) == 1
-    return json.loads(json.dumps(lib.report.plain(shown[0]), allow_nan=False))
+    return H.kernel_report(assignment, grade_id, _source(assignment, grade_id), namespace, cases)
 
 
 def judged(assignment: str, grade_id: str, namespace: dict | None = None, seed: int = 7, **replace) -> list:
     """The checks of one test cell, for the solution's namespace with ``replace``d names."""
-    cell = judge.cells_of(assignment)[grade_id]
-    cases = judge.draw_cases(cell, seed, grade_id)
     ns = dict(solution(assignment) if namespace is None else namespace, **replace)
-    return cell.judge(cases, kernel_report(assignment, grade_id, ns, cases))
-
-
-def failed(checks) -> list[str]:
-    return [f"{c.name}: {c.message}" for c in checks if not c.passed]
+    return H.judged(assignment, grade_id, _source(assignment, grade_id), ns, seed)
 
 
 # ---- the protocol: hidden cases, reports, the judge's decision --------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
-import json
 import os
 import statistics
 import sys
@@ -20,6 +19,7 @@ import pytest
 import torch
 from torch import nn
 
+import judge_helpers as H
 import lib.report
 from grader import judge, scan
 from grader.checks import transfer_finetune as TF
@@ -35,15 +35,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors; on shared c
 
 
 def _cells(kind: str = "solutions") -> list[dict]:
-    return json.loads((ROOT / kind / A / f"{A}.ipynb").read_text())["cells"]
+    return H.cells(A, kind)
 
 
-def _grade_id(cell: dict) -> str | None:
-    return cell["metadata"].get("nbgrader", {}).get("grade_id")
+_grade_id, failed = H.grade_id, H.failed
 
 
 def source(grade_id: str) -> str:
-    return "".join(next(c for c in _cells() if _grade_id(c) == grade_id)["source"])
+    return H.sources(A)[grade_id]
 
 
 def _replace(grade_id: str, old: str, new: str) -> str:
@@ -116,40 +115,20 @@ def test_the_scan_flags_lib_transfer_in_the_answers_and_passes_the_reference():
 def _namespace(replaced: tuple[tuple[str, str], ...] = ()) -> dict:
     """The notebook's namespace after its setup, answer and method cells (and, for the experiment, its run),
     with some answer cells replaced."""
-    saved = os.environ.get("NBGRADER_EXECUTION")
-    os.environ["NBGRADER_EXECUTION"] = "validate"  # the notebook's QUICK sizes; only while its cells run
     ns: dict = {}
-    try:
+    with H.quick_sizes():
         for cell in _cells():
             grade_id = _grade_id(cell)
             if cell["cell_type"] == "code" and not (grade_id or "").startswith("test_"):
                 exec(compile(dict(replaced).get(grade_id, "".join(cell["source"])), f"{A}:{grade_id}", "exec"), ns)
-    finally:
-        if saved is None:
-            os.environ.pop("NBGRADER_EXECUTION")
-        else:
-            os.environ["NBGRADER_EXECUTION"] = saved
     return ns
 
 
 def judged(grade_id: str, replaced: dict[str, str] | None = None, seed: int = 7, **names) -> list[judge.Check]:
     """The checks of one test cell's hidden part, run on the solution's namespace (answer cells ``replaced``, or
     single ``names`` replaced)."""
-    cell = judge.cells_of(A)[grade_id]
-    cases = judge.draw_cases(cell, seed, grade_id)
-    code = source(grade_id).split(judge.DELIMITER, 1)[1].replace("CASES = []", "CASES = " + repr(cases), 1)
-    shown = []
-    saved, lib.report.report = lib.report.report, shown.append
-    try:
-        exec(compile(code, f"{A}:{grade_id}", "exec"), dict(_namespace(tuple(sorted((replaced or {}).items()))), **names))
-    finally:
-        lib.report.report = saved
-    assert len(shown) == 1
-    return cell.judge(cases, json.loads(json.dumps(lib.report.plain(shown[0]), allow_nan=False)))
-
-
-def failed(checks) -> list[str]:
-    return [f"{c.name}: {c.message}" for c in checks if not c.passed]
+    ns = dict(_namespace(tuple(sorted((replaced or {}).items()))), **names)
+    return H.judged(A, grade_id, source(grade_id), ns, seed)
 
 
 def assert_all_say(messages: list[str], fragment: str) -> None:

@@ -22,6 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import judge_helpers as H
 import lib.report
 from grader import judge, scan
 from grader.checks import vit_attention as V
@@ -43,31 +44,23 @@ SOLUTION_CELLS = set().union(*(needs for _, needs in DEPENDS.values()))
 
 
 def _cells(kind: str = "solutions") -> list[dict]:
-    return json.loads((ROOT / kind / A / f"{A}.ipynb").read_text())["cells"]
+    return H.cells(A, kind)
 
 
-def _grade_id(cell: dict) -> str | None:
-    return cell["metadata"].get("nbgrader", {}).get("grade_id")
+_grade_id, failed = H.grade_id, H.failed
 
 
 def _source(grade_id: str) -> str:
-    return "".join(next(c for c in _cells() if _grade_id(c) == grade_id)["source"])
+    return H.sources(A)[grade_id]
 
 
 @functools.cache
 def solution() -> dict:
     """The namespace of the solution notebook after its setup and definition cells (no tests, no training)."""
-    saved = os.environ.get("NBGRADER_EXECUTION")
-    os.environ["NBGRADER_EXECUTION"] = "validate"  # the notebook's QUICK sizes; only while its cells run
     ns: dict = {}
-    try:
+    with H.quick_sizes():
         for grade_id in DEFINITIONS:
             exec(compile(_source(grade_id), f"{A}:{grade_id}", "exec"), ns)
-    finally:
-        if saved is None:
-            os.environ.pop("NBGRADER_EXECUTION")
-        else:
-            os.environ["NBGRADER_EXECUTION"] = saved
     return ns
 
 
@@ -85,26 +78,12 @@ def variant(grade_id: str, **changes: str) -> dict:
 
 def kernel_report(grade_id: str, namespace: dict, cases: list[dict]):
     """What the cell's hidden part reports when it runs in ``namespace`` on ``cases`` (as the kernel would)."""
-    code = _source(grade_id).split(judge.DELIMITER, 1)[1].replace("CASES = []", "CASES = " + repr(cases), 1)
-    shown = []
-    saved, lib.report.report = lib.report.report, shown.append
-    try:
-        exec(compile(code, f"{A}:{grade_id}", "exec"), dict(namespace))
-    finally:
-        lib.report.report = saved
-    assert len(shown) == 1
-    return json.loads(json.dumps(lib.report.plain(shown[0]), allow_nan=False))
+    return H.kernel_report(A, grade_id, _source(grade_id), namespace, cases)
 
 
 def judged(grade_id: str, namespace: dict | None = None, seed: int = 7, **replace) -> list:
-    cell = judge.cells_of(A)[grade_id]
-    cases = judge.draw_cases(cell, seed, grade_id)
     ns = dict(solution() if namespace is None else namespace, **replace)
-    return cell.judge(cases, kernel_report(grade_id, ns, cases))
-
-
-def failed(checks) -> list[str]:
-    return [f"{c.name}: {c.message}" for c in checks if not c.passed]
+    return H.judged(A, grade_id, _source(grade_id), ns, seed)
 
 
 # ---- the notebook and its judge ---------------------------------------------------------------------------
