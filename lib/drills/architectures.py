@@ -72,8 +72,7 @@ def inception_reduction_saving(rng: random.Random) -> Question:
         answer=saved,
         steps=("saved = k²·C_in·C_out·HW − (C_in·r·HW + k²·r·C_out·HW)",
                f"= {k * k}·{c_in}·{c_out}·{h * h} − ({c_in}·{r}·{h * h} + {k * k}·{r}·{c_out}·{h * h})",
-               f"= {direct} − {reduced} = {saved} MACs",
-               f"the reduced branch costs {direct / reduced:.1f}× less"),
+               f"= {direct} − {reduced} = {saved} MACs (the reduced branch costs {direct / reduced:.1f}× less)"),
         measure=measure, unit="MACs")
 
 
@@ -111,8 +110,8 @@ def dense_block_channels(rng: random.Random) -> Question:
         prompt=(f"A dense block of {n} layers with growth rate k = {k} receives {c0} channels. How many channels "
                 "does it output (the concatenation of its input and every layer's output)?"),
         answer=c,
-        steps=("C = k₀ + L·k", f"= {c0} + {n}·{k}", f"= {c} channels",
-               f"its last layer reads k₀ + (L − 1)·k = {c0 + (n - 1) * k} of them"),
+        steps=("C = k₀ + L·k", f"= {c0} + {n}·{k}",
+               f"= {c} channels (its last layer reads k₀ + (L − 1)·k = {c0 + (n - 1) * k} of them)"),
         measure=measure, unit="channels")
 
 
@@ -187,8 +186,8 @@ def dense_block_memory(rng: random.Random) -> Question:
         answer=mb,
         steps=("Σ_ℓ (k₀ + (ℓ − 1)·k) = L·k₀ + k·L(L − 1)/2 channels;  bytes = channels·HW·4",
                f"= ({n}·{c0} + {k}·{n}·{n - 1}/2)·{h * h}·4 = {channels}·{h * h}·4 bytes",
-               f"= {mb} MB",
-               f"{channels / (c0 + n * k):.1f}× the block's own output ({out_values * 4 / 1e6:.3g} MB): quadratic in L"),
+               f"= {mb:g} MB: {channels / (c0 + n * k):.1f}× the block's own output ({out_values * 4 / 1e6:.3g} MB), "
+               "quadratic in L"),
         measure=measure, unit="MB", rel_tol=0.01)
 
 
@@ -205,8 +204,7 @@ def inverted_residual_params(rng: random.Random) -> Question:
         answer=total,
         steps=("h = t·C_in;  params = C_in·h + 2h (expand) + 9h + 2h (depthwise) + h·C_out + 2·C_out (project)",
                f"h = {h};  = {c_in}·{h} + 2·{h} + 9·{h} + 2·{h} + {h}·{c_out} + 2·{c_out}",
-               f"= {total} parameters",
-               f"the depthwise 3×3 holds only {9 * h} of them"),
+               f"= {total} parameters (the depthwise 3×3 holds only {9 * h} of them)"),
         measure=measure, unit="parameters")
 
 
@@ -239,8 +237,8 @@ def convnext_block_params(rng: random.Random) -> Question:
                 "per-channel layer scale. How many parameters?"),
         answer=total,
         steps=("params = (49C + C) + 2C + (4C² + 4C) + (4C² + C) + C = 8C² + 58C",
-               f"= 8·{c}² + 58·{c}", f"= {total} parameters",
-               f"the 7×7 depthwise holds {50 * c / total:.1%}; the MLP holds the rest"),
+               f"= 8·{c}² + 58·{c}",
+               f"= {total} parameters (the 7×7 depthwise holds {50 * c / total:.1%}; the MLP nearly all the rest)"),
         measure=measure, unit="parameters")
 
 
@@ -269,8 +267,8 @@ def grouped_conv_params(rng: random.Random) -> Question:
         prompt=(f"The 3×3 convolution of a ResNeXt bottleneck (cardinality {g}, {w // g} channels per group) maps "
                 f"{w} channels to {w} with groups = {g}, without bias. How many parameters?"),
         answer=total,
-        steps=("params = k²·(C_in / g)·C_out", f"= 9·({w} / {g})·{w}", f"= {total} parameters",
-               f"a dense 3×3 would hold {g}× as many ({9 * w * w})"),
+        steps=("params = k²·(C_in / g)·C_out", f"= 9·({w} / {g})·{w}",
+               f"= {total} parameters (a dense 3×3 would hold {g}× as many, {9 * w * w})"),
         measure=measure, unit="parameters")
 
 
@@ -294,8 +292,7 @@ def grouped_unit_ratio(rng: random.Random) -> Question:
         answer=ratio,
         steps=("per pixel: dense 2·C·m + 9m, grouped 2·C·m/g + 9m (the shuffle costs no MACs)",
                f"= (2·{c}·{m} + 9·{m}) / (2·{c}·{m}/{g} + 9·{m}) = {dense} / {grouped}",
-               f"= {ratio}×",
-               "less than g: the depthwise part does not shrink"),
+               f"= {ratio:g}× (less than g = {g}: the depthwise part does not shrink)"),
         measure=measure, unit="×", rel_tol=0.01)
 
 
@@ -310,6 +307,6 @@ def convnext_block_macs(rng: random.Random) -> Question:
                 "normalisation, activation, biases and the residual not counted)?"),
         answer=macs,
         steps=("MACs = HW·(49C + C·4C + 4C·C) = HW·(49C + 8C²)",
-               f"= {n * n}·(49·{c} + 8·{c}²)", f"= {macs} MACs",
-               f"the depthwise 7×7 is {49 * c / (49 * c + 8 * c * c):.1%} of them"),
+               f"= {n * n}·(49·{c} + 8·{c}²)",
+               f"= {macs} MACs (the depthwise 7×7 does {49 * c / (49 * c + 8 * c * c):.1%} of them)"),
         measure=measure, unit="MACs")
