@@ -6,6 +6,7 @@ Every key is the formula of its worked solution; ``measure`` builds the module (
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 
@@ -78,25 +79,25 @@ def inception_reduction_saving(rng: random.Random) -> Question:
 
 @drill("architectures", "Parameters of an Inception branch")
 def inception_branch_params(rng: random.Random) -> Question:
-    name, kernel = rng.choice(list(INCEPTIONS)), rng.choice([3, 5])
+    name, branch = rng.choice(list(INCEPTIONS)), rng.choice(["1×1", "3×3", "5×5", "pooling"])
     row, c_in = INCEPTIONS[name], _inception_inputs()[name]
-    r, c_out = (row.c3x3_reduce, row.c3x3) if kernel == 3 else (row.c5x5_reduce, row.c5x5)
-    total = c_in * r + 2 * r + kernel * kernel * r * c_out + 2 * c_out
+    convs = {"1×1": [(c_in, row.c1x1, 1)], "pooling": [(c_in, row.pool_proj, 1)],  # (C_in, C_out, k) of each conv
+             "3×3": [(c_in, row.c3x3_reduce, 1), (row.c3x3_reduce, row.c3x3, 3)],
+             "5×5": [(c_in, row.c5x5_reduce, 1), (row.c5x5_reduce, row.c5x5, 5)]}[branch]
+    total = sum(k * k * a * b + 2 * b for a, b, k in convs)
+    what = " then ".join(f"a {k}×{k} `BasicConv2d` {a} → {b}" for a, b, k in convs)
+    index = ["1×1", "3×3", "5×5", "pooling"].index(branch) + 1
 
     def measure():
-        if kernel == 3:
-            return _params(_meta(lambda: Inception(c_in, c1x1=8, c3x3_reduce=r, c3x3=c_out, c5x5_reduce=8, c5x5=8,
-                                                   pool_proj=8)).branch2)
-        return _params(_meta(lambda: Inception(c_in, c1x1=8, c3x3_reduce=8, c3x3=8, c5x5_reduce=r, c5x5=c_out,
-                                               pool_proj=8, k5x5=5)).branch3)
+        module = _meta(lambda: Inception(c_in, **dataclasses.asdict(row), k5x5=5))  # the paper's 5×5
+        return _params(getattr(module, f"branch{index}"))
     return Question(
-        prompt=(f"GoogLeNet's {name} (Table 1) takes {c_in} channels; its {kernel}×{kernel} branch is a 1×1 "
-                f"`BasicConv2d` to {r} channels, then a {kernel}×{kernel} `BasicConv2d` to {c_out} (each: convolution "
-                "without bias, BatchNorm with γ and β, ReLU). How many parameters does the branch have (running "
-                "statistics are buffers, not parameters)?"),
+        prompt=(f"GoogLeNet's {name} (Table 1) takes {c_in} channels; its {branch} branch is "
+                f"{'a 3×3 max pooling, then ' if branch == 'pooling' else ''}{what} (each `BasicConv2d`: convolution "
+                "without bias, BatchNorm with γ and β, ReLU). How many parameters does the branch have?"),
         answer=total,
-        steps=("params = C_in·r + 2r + k²·r·C_out + 2·C_out",
-               f"= {c_in}·{r} + 2·{r} + {kernel * kernel}·{r}·{c_out} + 2·{c_out}",
+        steps=("params = Σ over its convolutions (k²·C_in·C_out + 2·C_out); pooling has none",
+               "= " + " + ".join(f"({k * k}·{a}·{b} + 2·{b})" for a, b, k in convs),
                f"= {total} parameters"),
         measure=measure, unit="parameters")
 

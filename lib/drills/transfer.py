@@ -12,7 +12,6 @@ import math
 import random
 
 import torch
-import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -41,6 +40,8 @@ def _trainable(model: nn.Module) -> int:
 @functools.lru_cache(maxsize=None)
 def _imagenet(name: str) -> nn.Module:
     """torchvision's ``name`` with its 1000-class head, on the meta device, built once (copy it to change it)."""
+    import torchvision  # here, not at the top: importing lib.drills (every chapter's widget) stays light
+
     with torch.device("meta"):
         return getattr(torchvision.models, name)()
 
@@ -55,6 +56,8 @@ def _with_head(name: str, k: int) -> nn.Module:
 
 def _imagenet_params(name: str) -> int:
     """Parameters of torchvision's ImageNet model, from its weight metadata."""
+    import torchvision  # see _imagenet
+
     return torchvision.models.get_model_weights(name).IMAGENET1K_V1.meta["num_params"]
 
 
