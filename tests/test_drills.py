@@ -48,3 +48,13 @@ def test_a_bank_is_reproducible_and_varied(gen):
     a, b = drills.bank(gen, n=10, seed=1), drills.bank(gen, n=10, seed=1)
     assert [q.prompt for q in a] == [q.prompt for q in b]
     assert len(a) >= 5
+
+
+@pytest.mark.parametrize("gen", [g for c in ("architectures", "transfer") for g in drills.generators(c)],
+                         ids=lambda g: f"{g.chapter}/{g.name}")
+def test_the_worked_solution_ends_at_the_key(gen):
+    rng = random.Random(7)
+    for _ in range(10):
+        q = gen(rng)
+        key = f"{q.answer:g}" if isinstance(q.answer, float) else str(q.answer)
+        assert 2 <= len(q.steps) <= 4 and key in q.steps[-1], (q.answer, q.steps)
