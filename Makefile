@@ -43,6 +43,16 @@ book: setup data
 pdf: book
 	$(BIN)/python scripts/book_pdf.py --html _build/html --out _build/pdf/book.pdf
 
+# Publish the built book to the branch _config.yml names (course_published_branch, gh-pages) with ghp-import:
+# the pages and, in _sources/, the notebooks the Colab buttons open, pinned to the build's commit. In a fresh
+# checkout of the commit to publish: make publish-book REMOTE=origin (without REMOTE: commit the branch, push nothing;
+# SITE_REPO=<folder>: commit it in another git repository, as tests/test_colab.py does).
+.PHONY: publish-book
+publish-book: book
+	cd $(or $(SITE_REPO),.) && $(abspath $(BIN))/ghp-import --no-jekyll --message "The book built from $$(git -C $(CURDIR) rev-parse HEAD)" \
+	  --branch "$$($(abspath $(BIN))/python -c 'import yaml; print(yaml.safe_load(open("$(CURDIR)/_config.yml"))["sphinx"]["config"]["course_published_branch"])')" \
+	  $(if $(REMOTE),--push --remote $(REMOTE)) $(CURDIR)/_build/html
+
 # JUPYTER_CONFIG_PATH: jupyter/ holds the course's JupyterLab settings (Validate summary first, no news prompt).
 lab: setup data
 	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH)) $(BIN)/jupyter lab --notebook-dir=. $(LAB_ARGS) $(if $(filter 0,$(shell id -u)),--allow-root)

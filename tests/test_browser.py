@@ -12,6 +12,7 @@ import html
 import json
 import os
 import re
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -231,7 +232,8 @@ def _repo_parts() -> tuple[str, str, str]:
 @pytest.mark.parametrize("entry", notebook_pages())
 def test_notebook_page_has_download_and_launch_buttons(visit, entry):
     """Chapters and exercises offer their notebook for download and launch buttons (JupyterLab on Binder or a
-    JupyterHub, Colab), all made from `repository` and `launch_buttons` in _config.yml."""
+    JupyterHub, Colab), all made from `repository` and `launch_buttons` in _config.yml, and all opening what the page
+    was built from: Binder the build's commit, Colab the page's published copy."""
     d = visit(entry).dom
     notebooks = [u for u in d["download"] if u.endswith(f"/_sources/{entry}.ipynb")]
     assert notebooks, f"{entry}: no download button for {entry}.ipynb (has {d['download']})"
@@ -239,17 +241,21 @@ def test_notebook_page_has_download_and_launch_buttons(visit, entry):
         nb = json.loads(r.read())
     assert nb.get("nbformat") == 4 and nb["cells"], f"{entry}: the downloaded notebook is not a notebook"
 
-    org, repo, branch = _repo_parts()
+    org, repo, _ = _repo_parts()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    published = book_config()["sphinx"]["config"]["course_published_branch"]
     launch = book_config()["launch_buttons"]
     interface = {"jupyterlab": "lab/tree", "classic": "tree"}[launch.get("notebook_interface", "classic")]
     expected = {}
     if launch.get("binderhub_url"):
-        expected["Binder"] = (f"{launch['binderhub_url'].rstrip('/')}/v2/gh/{org}/{repo}/{branch}"
+        expected["Binder"] = (f"{launch['binderhub_url'].rstrip('/')}/v2/gh/{org}/{repo}/{commit}"
                               f"?urlpath={interface}/{entry}.ipynb")
     if launch.get("jupyterhub_url"):
         expected["JupyterHub"] = f"{launch['jupyterhub_url'].rstrip('/')}/hub/user-redirect/git-pull?"
     if launch.get("colab_url"):
-        expected["Colab"] = f"{launch['colab_url'].rstrip('/')}/github/{org}/{repo}/blob/{branch}/{entry}.ipynb"
+        # the published copy, whose install cell is pinned to the build's commit (tests/test_colab.py)
+        expected["Colab"] = (f"{launch['colab_url'].rstrip('/')}/github/{org}/{repo}/blob/{published}"
+                             f"/_sources/{entry}.ipynb")
     assert expected, "_config.yml configures no launch service"
     for name, prefix in expected.items():
         assert any(u.startswith(prefix) for u in d["launch"]), \

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -123,6 +124,33 @@ def test_the_published_chapters_install_the_commit_the_book_was_built_from(built
         assert "".join(cell["source"]) == expected, f"{published}: not pinned to {head}"
         html = (built_book / path.relative_to(ROOT).with_suffix(".html")).read_text()
         assert "COURSE_REPOSITORY" not in html, f"{path.name}: the book shows the install cell"
+
+
+@pytest.mark.book
+def test_the_colab_button_opens_the_published_copy_pinned_to_the_build(built_book, tmp_path):
+    """Colab opens files of a GitHub repository only, and the repository's notebooks install its default branch: so
+    each page's Colab button names the page's copy on the published branch, and `make publish-book` (ghp-import of
+    the built site, here into a scratch repository) puts there a notebook whose install cell is pinned to the
+    build's commit. Binder's button names the commit itself."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    site = tmp_path / "site"
+    subprocess.run(["git", "init", "--quiet", str(site)], check=True)
+    made = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "-o", "book", "publish-book",
+                           f"SITE_REPO={site}"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stdout + made.stderr
+    url = colab_cells.repository_url().rstrip("/")
+    org_repo = url.split("github.com/", 1)[1]
+    for path in colab_cells.chapters() + colab_cells.exercises():
+        html = (built_book / path.relative_to(ROOT).with_suffix(".html")).read_text()
+        colab = re.findall(rf'href="https://colab\.research\.google\.com/github/{org_repo}/blob/([^/"]+)/([^"]+)"', html)
+        assert len(colab) == 1, f"{path.name}: {len(colab)} Colab buttons"
+        branch, file = colab[0]
+        assert file == f"_sources/{path.relative_to(ROOT)}", f"{path.name}: Colab opens {file}"
+        shown = subprocess.run(["git", "-C", str(site), "show", f"{branch}:{file}"], capture_output=True, text=True)
+        assert shown.returncode == 0, f"{path.name}: {file} is not on the published branch {branch}: {shown.stderr}"
+        cell = colab_cells._install_cell(json.loads(shown.stdout))
+        assert f'COURSE_COMMIT = "{head}"' in "".join(cell["source"]), f"{file} on {branch}: not pinned to {head}"
+        assert f"/v2/gh/{org_repo}/{head}?" in html, f"{path.name}: Binder does not open {head}"
 
 
 @pytest.mark.slow

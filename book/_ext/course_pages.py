@@ -20,6 +20,12 @@
 5. The chapters the book publishes (_sources/**/*.ipynb: what the download button serves) get the commit the
    book was built from in their Colab install cell (COURSE_COMMIT, scripts/colab_cells.py), so a downloaded
    chapter installs the very `lib` its page was made with; the commit is also in _static/build-commit.txt.
+6. The launch buttons open what the page was made from. Binder gets the build's commit as its ref (it builds the
+   repository at that commit, `lib` included). Colab can open only files in a GitHub repository, and the
+   repository's notebooks install its default branch; so the Colab button opens the page's published copy,
+   `_sources/<page>.ipynb` on the branch the book is published to (`course_published_branch`, gh-pages unless
+   _config.yml's `sphinx: config:` says otherwise; `make publish-book` puts it there with ghp-import), whose install
+   cell names the build's commit (5). Outside a git checkout the buttons keep _config.yml's branch.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import json
 import re
 import shutil
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 STATIC = Path(__file__).resolve().parent.parent / "_static"
@@ -55,6 +62,7 @@ def _default_mode(app, pagename, templatename, context, doctree):
         context["default_mode"] = "auto"
 
 
+@lru_cache
 def _commit(folder: str) -> str:
     """The commit checked out in `folder`, or "" outside a git repository."""
     result = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=folder, capture_output=True, text=True)
@@ -81,6 +89,32 @@ def _pin_published_notebooks(app, exception):
             path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+def _pin_launch_buttons(app, pagename, templatename, context, doctree):
+    """Runs after sphinx-book-theme made the buttons (priority 501): Binder at the build's commit, Colab on the
+    published, pinned copy of this page (6)."""
+    commit = _commit(app.srcdir)
+    if not commit:
+        return
+    for group in context.get("header_buttons", []):
+        for button in group.get("buttons", []) if isinstance(group, dict) else []:
+            url = button.get("url", "")
+            if button.get("text") == "Binder":
+                button["url"] = re.sub(r"(/v2/gh/[^/]+/[^/]+/)[^?]+", lambda m: m.group(1) + commit, url, count=1)
+            elif button.get("text") == "Colab":
+                base = url.split("/blob/", 1)[0]
+                button["url"] = f"{base}/blob/{app.config.course_published_branch}/_sources/{pagename}.ipynb"
+
+
+def _rewrite_on_a_new_commit(app, env, added, changed, removed):
+    """Every page names the build's commit in its launch buttons: after a commit, write all of them again (from
+    the execution cache; nothing is executed again)."""
+    commit = _commit(app.srcdir)
+    if getattr(env, "course_commit", None) == commit:
+        return []
+    env.course_commit = commit
+    return sorted(env.found_docs - set(added) - set(changed) - set(removed))
+
+
 def _refresh_static(app, exception):
     """Sphinx 7.4 copies the static files only when it writes some page: after an edit to book/_static alone (the
     print rules of course.css, say), a warm `make book` kept the old copy. Copy what differs."""
@@ -100,5 +134,8 @@ def setup(app):
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("html-page-context", _default_mode)
     app.connect("build-finished", _pin_published_notebooks)
+    app.add_config_value("course_published_branch", "gh-pages", "html")
+    app.connect("html-page-context", _pin_launch_buttons, priority=600)
+    app.connect("env-get-outdated", _rewrite_on_a_new_commit)
     app.connect("build-finished", _refresh_static)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
