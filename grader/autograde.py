@@ -253,19 +253,24 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
         _abandon(executor, client)
         return []
     report = Report(len(tasks), quiet, progress, on_result)
-    finished = False  # False on Ctrl-C or an error: then the workers are not waited for
+    finished = False  # False on Ctrl-C, an error or stuck workers: then the workers are not waited for
+    stuck = threading.Event()
     try:
-        with _interruptible() as interrupted, contextlib.closing(_results(executor, tasks, interrupted)) as results:
+        with _interruptible() as interrupted, \
+                contextlib.closing(_results(executor, tasks, interrupted, stuck, stall_limit())) as results:
             for task, result in results:
                 report.add(book.record(task, result))
-        finished = True
+        finished = not stuck.is_set()
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(report.outcomes)} of {len(tasks)} submission(s) graded and in the gradebook; "
               f"run the same command again to grade the rest", file=sys.stderr)
         raise
     finally:
         report.close()
-        _close(executor, client, wait=finished)  # after Ctrl-C the workers got the signal too: not waited for
+        if finished:
+            _close(executor, client, wait=True)
+        else:  # after Ctrl-C the workers got the signal too; stuck ones would never return
+            _abandon(executor, client)
     return report.outcomes
 
 
@@ -288,18 +293,42 @@ def _interruptible():
             signal.signal(signal.SIGINT, previous)
 
 
-def _results(executor, tasks: list[Task], interrupted: threading.Event) -> Iterator[tuple[Task, Result]]:
+STALL_MARGIN = 300  # seconds past the sandbox's wall-clock limit before a silent pool counts as stuck
+
+
+def stall_limit() -> float:
+    """How long the run waits with no submission finishing before it gives the rest up: every submission a worker
+    holds ends within the sandbox's wall-clock limit (SANDBOX_WALL_TIME), plus its start and write-up."""
+    from grader.sandbox import Limits
+
+    return Limits.from_env().wall_time + STALL_MARGIN
+
+
+def _results(executor, tasks: list[Task], interrupted: threading.Event, stuck: threading.Event,
+             stall_after: float) -> Iterator[tuple[Task, Result]]:
     """Each task and its worker's result as they finish, until all have or Ctrl-C; a task whose worker died
-    (twice, on Dask) or could not run it gets a failed result that says so. Unfinished tasks are cancelled."""
+    (twice, on Dask) or could not run it gets a failed result that says so. When no task has finished for
+    ``stall_after`` seconds, the workers are stuck (a hung process, a result lost on the way back): the tasks
+    left get a failed result that says so, ``stuck`` is set, and the run ends. Unfinished tasks are cancelled."""
     futures = {executor.submit(grade, task): task for task in tasks}
     pending = set(futures)
+    last = time.monotonic()
     try:
         while pending and not interrupted.is_set():
             done, pending = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            last = time.monotonic() if done else last
             for future in done:
                 if interrupted.is_set() and future.exception() is not None:
                     return  # its worker got the Ctrl-C too: not a failure of the submission
                 yield futures[future], _result_of(future, futures[future])
+            if pending and time.monotonic() - last > stall_after:
+                stuck.set()
+                why = (f"no submission finished for {stall_after:.0f} s, longer than the sandbox lets one take: the "
+                       f"grading workers are stuck (see their log); this one was not graded: grade it again")
+                for future in sorted(pending, key=lambda f: (futures[f].assignment, futures[f].student)):
+                    yield futures[future], Result(futures[future].assignment, futures[future].student, False, 0.0,
+                                                  reason=why)
+                return
     finally:
         for f in futures:
             f.cancel()
