@@ -451,3 +451,16 @@ def test_the_part_runner_reproduces_a_part_of_the_committed_pooling_record(tmp_p
     for key in ("variant", "lr", "seed", "val_accuracy", "steps"):
         assert again[key] == row[key], key
     assert again["train_accuracy_last_epoch"] == pytest.approx(row["train_accuracy_last_epoch"], abs=1e-3)
+
+
+def test_linear_baseline_quick_run_fits_each_size_on_the_experiments_own_images(tmp_path):
+    """One logistic regression per size, on the subset lib.data gives the other experiments for that size and seed,
+    its penalty chosen on validation; a second run reuses every part."""
+    from lib.experiments import linear_baseline
+
+    record = json.loads(experiments.run("linear_baseline", quick=True, out_dir=tmp_path).read_text())
+    runs = record["results"]["runs"]
+    assert [r["train_images"] for r in runs] == list(linear_baseline.QUICK.sizes)
+    for r in runs:
+        assert 0.5 < r["val_acc"] < 1 and 0.5 < r["test_acc"] < 1 and r["test_images"] == linear_baseline.QUICK.test_subset
+        assert max(r["penalty_scores"].values()) == r["val_acc"]
