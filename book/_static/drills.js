@@ -1,6 +1,6 @@
 /* The course's drills (lib/drills/_widget.py writes the markup and the bank of questions; this makes them work).
 
-   Each <section class="drills"> holds its bank as JSON (<script type="application/json" class="drills-data">:
+   Each <div class="drills"> holds its bank as JSON (<script type="application/json" class="drills-data">:
    per generator, draws of {prompt, answer, answer_text, steps, unit, rel_tol}) and, per generator, a
    <div class="drill"> with the first draw written out. On load each drill shows a random draw; "Check" (or Enter)
    says "Right: <answer> <unit>" or "Not quite" with the worked solution, in an aria-live region; "Another one"
@@ -105,11 +105,11 @@
     return drill;
   }
 
-  function setUp(section) {
-    var items = JSON.parse(section.querySelector(".drills-data").textContent);
-    var timer = section.querySelector(".drills-timer");
-    var score = section.querySelector(".drills-score");
-    var start = section.querySelector(".drills-start");
+  function setUp(root) {
+    var items = JSON.parse(root.querySelector(".drills-data").textContent);
+    var timer = root.querySelector(".drills-timer");
+    var score = root.querySelector(".drills-score");
+    var start = root.querySelector(".drills-start");
     var started = null, ticking = null, drills = [];
 
     function tick() {
@@ -129,7 +129,7 @@
       score.textContent = right + " of " + drills.length + " right";
     }
 
-    section.querySelectorAll(".drill").forEach(function (el) {
+    root.querySelectorAll(".drill").forEach(function (el) {
       drills.push(Drill(el, items[Number(el.dataset.index)], onCheck, onStart));
     });
     if (start) {
@@ -141,14 +141,14 @@
           onCheck();
         }
         onStart();
-        section.querySelector(".drill-input").focus();
+        root.querySelector(".drill-input").focus();
       });
     }
-    section.classList.add("drills-ready");
+    root.classList.add("drills-ready");
   }
 
   if (typeof document !== "undefined") {
-    var run = function () { document.querySelectorAll("section.drills").forEach(setUp); };
+    var run = function () { document.querySelectorAll("div.drills").forEach(setUp); };
     if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", run);
     else run();
   }

@@ -78,21 +78,20 @@ class Drills:
         for i, item in enumerate(items):
             if self.sheet and item["chapter"] != chapter:
                 chapter = item["chapter"]
-                body.append(f'<h3 class="drills-chapter">{html.escape(chapter.capitalize())}</h3>')
+                body.append(f'<h2 class="drills-chapter">{html.escape(chapter.capitalize())}</h2>')
             body.append(_item_html(item, f"drill-{kind}-{item['chapter']}-{item['name']}", self.sheet, i))
-        return (f'<section class="drills drills-{kind}" aria-label="{html.escape(label)}">{toolbar}'
+        return (f'<div class="drills drills-{kind}" role="region" aria-label="{html.escape(label)}">{toolbar}'
                 f'<script type="application/json" class="drills-data">{embed_json(items)}</script>'
-                f'{"".join(body)}</section>')
+                f'{"".join(body)}</div>')
 
 
 def _item_html(item: dict, uid: str, sheet: bool, index: int) -> str:
     q = item["bank"][0]
     unit = f" ({html.escape(q['unit'])})" if q["unit"] else ""
     steps = "".join(f"<li>{_inline(s)}</li>" for s in q["steps"])
-    heading = "h4" if sheet else "h3"
     next_button = '<button type="button" class="drill-next">Another one</button>'
     return (f'<div class="drill" data-index="{index}">'
-            f'<{heading} class="drill-title">{html.escape(item["title"])}</{heading}>'
+            f'<h3 class="drill-title">{html.escape(item["title"])}</h3>'
             f'<p class="drill-prompt" id="{uid}-q">{_inline(q["prompt"])}</p>'
             f'<form class="drill-form" autocomplete="off">'
             f'<label for="{uid}-a">Your answer{unit}</label> '
