@@ -87,6 +87,7 @@ def test_the_sheet_has_one_question_per_generator_of_every_chapter(monkeypatch, 
                                          (torch.tensor(3136).item(), "3,136"), (1234.5678, "1,235")])
 def test_keys_are_written_as_readers_read_them(value, text):
     assert drills._widget.format_number(value, rel_tol=0.01) == text
+    assert float(drills._widget.format_number(0.123456789, rel_tol=0)) == 0.123456789  # exact keys in full
 
 
 TYPED = {"1,234,567": 1234567, "1 234 567": 1234567, "1\u202f234\u202f567": 1234567, "1_234_567": 1234567,

@@ -33,10 +33,11 @@ def embed_json(data) -> str:
 
 
 def format_number(value: float, rel_tol: float = 0.0) -> str:
-    """The key as a reader reads it: ``1,234,567``; a measured figure to the digits its tolerance allows."""
+    """The key as a reader reads it: ``1,234,567``; a figure with a tolerance to the digits it allows (typing
+    what is shown is then right); an exact one in full."""
     if float(value).is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
-    digits = 4 if rel_tol == 0 or rel_tol >= 1e-3 else 6
+    digits = 15 if rel_tol == 0 else 4 if rel_tol >= 1e-3 else 7
     return f"{value:,.{digits}g}"
 
 
