@@ -81,6 +81,8 @@ def test_the_sheet_has_one_question_per_generator_of_every_chapter(monkeypatch, 
     assert [item["chapter"] for item in _embedded(page)] == list(drills.CHAPTERS)
     assert page.count('class="drill"') == len(drills.CHAPTERS) and "drill-next" not in page
     assert f"0 of {len(drills.CHAPTERS)} right" in page
+    assert [f'<h2 class="drills-chapter">{drills._widget.TITLES[c]}</h2>' in page for c in drills.CHAPTERS] == \
+        [True] * len(drills.CHAPTERS)
 
 
 @pytest.mark.parametrize("value, text", [(1234567, "1,234,567"), (7, "7"), (2.5e-3, "0.0025"),

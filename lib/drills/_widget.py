@@ -23,6 +23,9 @@ from lib.drills._core import CHAPTERS, bank, generators
 
 # In a <script type="application/json"> only "</script" (and "<!--") can end the element early; escaping every
 # <, > and & keeps the JSON valid and the page's markup intact. U+2028/2029 are escaped for older parsers.
+TITLES = {"convolution": "Convolution", "pooling": "Pooling", "vgg": "VGG", "resnet": "ResNet",
+          "efficientnet": "EfficientNet", "vit": "Vision Transformers", "architectures": "What each idea bought",
+          "transfer": "Transfer learning"}  # the chapters' titles, as the book's contents list them
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
@@ -70,7 +73,7 @@ class Drills:
     def _repr_html_(self) -> str:
         items = self.data()
         kind = "sheet" if self.sheet else "chapter"
-        label = "Interview sheet" if self.sheet else f"Practice drills: {self.chapters[0]}"
+        label = "Interview sheet" if self.sheet else f"Practice drills: {TITLES[self.chapters[0]]}"
         toolbar = ('<div class="drills-toolbar"><button type="button" class="drills-start">Start</button>'
                    '<span class="drills-timer" role="timer" aria-label="Time">0:00</span>'
                    f'<span class="drills-score" aria-live="polite">0 of {len(items)} right</span></div>'
@@ -79,7 +82,7 @@ class Drills:
         for i, item in enumerate(items):
             if self.sheet and item["chapter"] != chapter:
                 chapter = item["chapter"]
-                body.append(f'<h2 class="drills-chapter">{html.escape(chapter.capitalize())}</h2>')
+                body.append(f'<h2 class="drills-chapter">{html.escape(TITLES[chapter])}</h2>')
             body.append(_item_html(item, f"drill-{kind}-{item['chapter']}-{item['name']}", self.sheet, i))
         return (f'<div class="drills drills-{kind}" role="region" aria-label="{html.escape(label)}">{toolbar}'
                 f'<script type="application/json" class="drills-data">{embed_json(items)}</script>'
