@@ -6,6 +6,8 @@ one question per generator of every chapter, and its score and timer count. The 
 bank, which tests/test_drills_widget.py holds against `lib` and tests/test_drills.py against torch."""
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,19 @@ from lib import drills
 
 pytestmark = [pytest.mark.browser, pytest.mark.book]
 
-DRILL_PAGES = [e for e in toc_entries() if "drills.show(" in source_of(e).read_text()]
-SHEET_PAGES = [e for e in toc_entries() if "drills.sheet(" in source_of(e).read_text()]
+
+
+def _code(entry: str) -> str:
+    """The code a page runs: a notebook's code cells, or a MyST page's {code-cell} blocks (not its prose)."""
+    path = source_of(entry)
+    if path.suffix == ".ipynb":
+        return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                         if c["cell_type"] == "code")
+    return "\n".join(re.findall(r"^```\{code-cell\}.*?^```", path.read_text(), re.DOTALL | re.MULTILINE))
+
+
+DRILL_PAGES = [e for e in toc_entries() if "drills.show(" in _code(e)]
+SHEET_PAGES = [e for e in toc_entries() if "drills.sheet(" in _code(e)]
 
 
 @pytest.fixture(scope="module")
