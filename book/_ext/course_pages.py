@@ -17,6 +17,7 @@
 4. book/_static/course.css: on a phone, wide tables and outputs scroll inside their own box, with a shadow
    at the edge that shows there is more; printed (and in `make pdf`), the pages drop their navigation, open
    their dropdown answers and wrap their code.
+   book/_static/drills.js: the drills that `lib.drills.show` and `lib.drills.sheet` put in a cell's output.
 5. The chapters the book publishes (_sources/**/*.ipynb: what the download button serves) get the commit the
    book was built from in their Colab install cell (COURSE_COMMIT, scripts/colab_cells.py), so a downloaded
    chapter installs the very `lib` its page was made with; the commit is also in _static/build-commit.txt.
@@ -130,6 +131,7 @@ def _refresh_static(app, exception):
 
 def setup(app):
     app.add_css_file("course.css")
+    app.add_js_file("drills.js", loading_method="defer")
     app.connect("config-inited", _add_static)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("html-page-context", _default_mode)
