@@ -254,13 +254,8 @@ def autograde(root: Path, names: list[str] | None = None, *, students: list[str]
         return []
     report = Report(len(tasks), quiet, progress, on_result)
     finished = False  # False on Ctrl-C, an error or stuck workers: then the workers are not waited for
-    stuck = threading.Event()
     try:
-        with _interruptible() as interrupted, \
-                contextlib.closing(_results(executor, tasks, interrupted, stuck, stall_limit())) as results:
-            for task, result in results:
-                report.add(book.record(task, result))
-        finished = not stuck.is_set()
+        finished = _grade_all(executor, tasks, book, report)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(report.outcomes)} of {len(tasks)} submission(s) graded and in the gradebook; "
               f"run the same command again to grade the rest", file=sys.stderr)
@@ -291,6 +286,16 @@ def _interruptible():
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def _grade_all(executor, tasks: list[Task], book: "Bookkeeping", report: "Report") -> bool:
+    """Every task's result into the gradebook as it comes; False when the workers got stuck (see _results)."""
+    stuck = threading.Event()
+    with _interruptible() as interrupted, \
+            contextlib.closing(_results(executor, tasks, interrupted, stuck, stall_limit())) as results:
+        for task, result in results:
+            report.add(book.record(task, result))
+    return not stuck.is_set()
 
 
 STALL_MARGIN = 300  # seconds past the sandbox's wall-clock limit before a silent pool counts as stuck
