@@ -8,12 +8,13 @@ same figures from torchvision's weight metadata to check them against.
 * ``summary``: one row per layer call: name, type, output shape, parameters, MACs.
 * ``empirical_receptive_field``: which input pixels can change one output unit, found by backprop
   through a linearised copy of the model (see its docstring); the reference for analytic calculators.
+  ``empirical_receptive_fields``: the same for many units of one model in one forward pass.
 * ``torchvision_meta``, ``compare_architectures``: published numbers beside measured ones.
 """
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -190,21 +191,33 @@ def _field_of(probe: nn.Module, size: tuple[int, ...], layer: str | None,
     device = next(probe.parameters()).device
     x = torch.ones(size, dtype=torch.float64, device=device, requires_grad=True)
     out = _layer_output(probe, x, layer)
-    if unit is None:  # the centre of a feature map; the class token (token 0) of a sequence
+    unit = _unit_of(out, unit)
+    _target(out, unit).sum().backward()
+    return _support(x.grad[0].abs().sum(0), unit, size)
+
+
+def _unit_of(out: torch.Tensor, unit: Sequence[int] | None) -> tuple[int, ...]:
+    """The unit asked for, checked; by default the centre of a feature map, the class token (token 0) of a sequence."""
+    if unit is None:
         unit = tuple((s - 1) // 2 for s in out.shape[2:]) if out.dim() == 4 else (0,) * (out.dim() - 2)
     unit = tuple(int(u) for u in unit)
     if out.dim() == 4:
         if len(unit) != 2 or not all(0 <= u < s for u, s in zip(unit, out.shape[2:])):
             raise ValueError(f"unit must be (i, j) inside the {tuple(out.shape[2:])} feature map, got {unit}")
-        target = out[0, :, unit[0], unit[1]]
     elif out.dim() == 3:
         if len(unit) != 1 or not 0 <= unit[0] < out.shape[1]:
             raise ValueError(f"unit must be (token,) with token < {out.shape[1]}, got {unit}")
-        target = out[0, unit[0]]
-    else:
-        target = out[0]
-    target.sum().backward()
-    g = x.grad[0].abs().sum(0)  # (H, W)
+    return unit
+
+
+def _target(out: torch.Tensor, unit: tuple[int, ...]) -> torch.Tensor:
+    if out.dim() == 4:
+        return out[0, :, unit[0], unit[1]]
+    return out[0, unit[0]] if out.dim() == 3 else out[0]
+
+
+def _support(g: torch.Tensor, unit: tuple[int, ...], size: tuple[int, ...]) -> ReceptiveField:
+    """The field of one unit from its (H, W) input gradient: the box of the pixels with a nonzero gradient."""
     if not torch.isfinite(g).all():
         raise RuntimeError("the linearised model's gradient overflowed; probe an earlier layer")
     rows, cols = (g.sum(1) > 0).nonzero().flatten(), (g.sum(0) > 0).nonzero().flatten()
@@ -243,6 +256,35 @@ def empirical_receptive_field(model: nn.Module, input_size: InputSize = (1, 3, 2
         except ValueError:  # the model cannot take a larger input (a ViT is built for one size)
             break
     return rf
+
+
+def empirical_receptive_fields(model: nn.Module, input_size: InputSize, units: Mapping[str, Sequence[Sequence[int]]],
+                               *, include_global: bool = False) -> dict[str, list[ReceptiveField]]:
+    """``empirical_receptive_field`` for several units of several layers of one model at the cost of one linearised
+    copy, one forward pass and one backward pass per unit: ``units`` maps a module name (its output at its last
+    call is probed) to the ``(i, j)`` units to measure there; the result lists their fields in the same order."""
+    size = (1, *_batch_size(input_size)[1:])
+    probe = linearised_copy(model, include_global=include_global)
+    outputs: dict[str, torch.Tensor] = {}
+    handles = []
+    for layer in units:
+        def keep(module, args, output, layer=layer):
+            outputs[layer] = output[0] if isinstance(output, (tuple, list)) else output
+        handles.append(probe.get_submodule(layer).register_forward_hook(keep))
+    x = torch.ones(size, dtype=torch.float64, device=next(probe.parameters()).device, requires_grad=True)
+    try:
+        probe(x)
+    finally:
+        for h in handles:
+            h.remove()
+    fields: dict[str, list[ReceptiveField]] = {}
+    for layer, asked in units.items():
+        fields[layer] = []
+        for unit in asked:
+            unit = _unit_of(outputs[layer], unit)
+            (grad,) = torch.autograd.grad(_target(outputs[layer], unit).sum(), x, retain_graph=True)
+            fields[layer].append(_support(grad[0].abs().sum(0), unit, size))
+    return fields
 
 
 def model_stages(model: nn.Module) -> dict[str, nn.Module]:

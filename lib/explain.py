@@ -5,8 +5,9 @@ layer's output, with a compact figure.
 Parameters and MACs come from :func:`lib.analysis.summary` (PyTorch's own FLOP counter). The receptive field is
 traced through *every* operation of one forward pass, functional calls and residual additions included, with a
 ``TorchFunctionMode``: each tensor carries ``(field, jump)``, its receptive field in input pixels and the
-distance in input pixels between neighbouring positions of its grid. A convolution or pooling window of size
-``k``, stride ``s`` and dilation ``d`` maps ``(r, j)`` to ``(r + (k - 1) d j, j s)`` (Araujo et al., 2019); an
+distance in input pixels between neighbouring positions of its grid, and ``start``, the input coordinate of the
+centre of the first unit's field. A convolution or pooling window of size ``k``, stride ``s``, padding ``p`` and
+dilation ``d`` maps ``(r, j, c)`` to ``(r + (k - 1) d j, j s, c + ((k - 1) d / 2 - p) j)`` (Araujo et al., 2019); an
 operation that combines tensors (an addition, a concatenation) takes the largest field; a global or adaptive
 pooling, or anything after the grid is flattened, sees the whole image. An operation that changes the grid in a
 way this table cannot follow (an interpolation, an unfold) stops with an error that names it.
@@ -44,21 +45,24 @@ _RESIZE = {"interpolate", "upsample", "unfold", "fold", "pixel_shuffle", "pixel_
            "conv_transpose2d", "max_unpool2d"}
 
 
-def _window(name: str, args, kwargs) -> tuple[int, int, int] | None:
-    """(kernel, stride, dilation) along the height of a sliding-window operation, else None. Functions are
-    matched by name: ``F.max_pool2d`` reaches a mode as one of several private wrappers."""
+def _window(name: str, args, kwargs) -> tuple[int, int, int, float] | None:
+    """(kernel, stride, dilation, padding) along the height of a sliding-window operation, else None. Functions
+    are matched by name: ``F.max_pool2d`` reaches a mode as one of several private wrappers."""
     def arg(i, key, default):
         return kwargs.get(key, args[i] if len(args) > i else default)
 
     if name == "conv2d":  # conv2d(input, weight, bias, stride, padding, dilation, groups)
-        return int(args[1].shape[-2]), _pair(arg(3, "stride", 1))[0], _pair(arg(5, "dilation", 1))[0]
+        k, d = int(args[1].shape[-2]), _pair(arg(5, "dilation", 1))[0]
+        padding = arg(4, "padding", 0)
+        pad = {"valid": 0, "same": (k - 1) * d / 2}[padding] if isinstance(padding, str) else _pair(padding)[0]
+        return k, _pair(arg(3, "stride", 1))[0], d, pad
     if name == "lp_pool2d":  # lp_pool2d(input, norm_type, kernel_size, stride)
         k = _pair(arg(2, "kernel_size", 1))[0]
-        return k, _pair(arg(3, "stride", None) or k)[0], 1
+        return k, _pair(arg(3, "stride", None) or k)[0], 1, 0
     if name in _POOLS:  # (input, kernel_size, stride, padding[, dilation])
         k = _pair(arg(1, "kernel_size", 1))[0]
         dilation = arg(_POOLS[name], "dilation", 1) if _POOLS[name] else 1
-        return k, _pair(arg(2, "stride", None) or k)[0], _pair(dilation)[0]
+        return k, _pair(arg(2, "stride", None) or k)[0], _pair(dilation)[0], _pair(arg(3, "padding", 0))[0]
     return None
 
 
@@ -70,7 +74,7 @@ def _adaptive_window(x: torch.Tensor, y: torch.Tensor):
         return "whole"
     if h_out == h_in:
         return None
-    return math.ceil(h_in / h_out), h_in // h_out, 1
+    return math.ceil(h_in / h_out), h_in // h_out, 1, 0
 
 
 def _tensors(obj) -> list[torch.Tensor]:
@@ -84,15 +88,15 @@ def _tensors(obj) -> list[torch.Tensor]:
 
 
 class _FieldTrace(TorchFunctionMode):
-    """Carries (field, jump) from the input through every torch function of one forward pass."""
+    """Carries (field, jump, start) from the input through every torch function of one forward pass."""
 
     def __init__(self, image: torch.Tensor, size: int):
         super().__init__()
         self.size = size
-        self.meta: dict[int, tuple[float, float]] = {id(image): (1.0, 1.0)}
+        self.meta: dict[int, tuple[float, float, float]] = {id(image): (1.0, 1.0, 0.0)}
         self.alive: list[torch.Tensor] = [image]  # keeps ids unique while the pass runs
 
-    def field(self, t: torch.Tensor) -> tuple[float, float] | None:
+    def field(self, t: torch.Tensor) -> tuple[float, float, float] | None:
         return self.meta.get(id(t))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -106,16 +110,17 @@ class _FieldTrace(TorchFunctionMode):
         if name in _RESIZE:
             raise ExplainError(f"explain() cannot trace a receptive field through {name} (it resizes or rearranges "
                                f"the grid); call explain(..., receptive_field=False) for the other columns")
-        field = max((f for f, _ in known), key=lambda f: -1 if math.isnan(f) else f)  # a sum or a concatenation: the widest
-        jump = max(j for _, j in known)
+        # a sum or a concatenation: the widest
+        field, _, start = max(known, key=lambda m: -1 if math.isnan(m[0]) else m[0])
+        jump = max(j for _, j, _ in known)
         window = _window(name, args, kwargs)
         if name in _GLOBAL:
             window = _adaptive_window(args[0], _tensors(out)[0])
         if window == "whole":
-            field = WHOLE
+            field, start = WHOLE, (self.size - 1) / 2
         elif window is not None:
-            k, s, d = window
-            field, jump = field + (k - 1) * d * jump, jump * s
+            k, s, d, p = window
+            field, jump, start = field + (k - 1) * d * jump, jump * s, start + ((k - 1) * d / 2 - p) * jump
         grids = [t.shape[-2] for t in inputs if t.dim() == 4]
         for t in _tensors(out):
             if t.dim() == 4 or field == WHOLE or math.isnan(field):
@@ -124,15 +129,15 @@ class _FieldTrace(TorchFunctionMode):
                 f = field + (max(grids) - 1) * jump
             else:  # a token sequence: which positions an operation mixes is not known here
                 f = math.nan
-            self.meta[id(t)] = (f, jump)
+            self.meta[id(t)] = (f, jump, start)
             self.alive.append(t)
         return out
 
 
-def _fields(model: nn.Module, size: tuple[int, ...]) -> list[tuple[str, float, float]]:
-    """(module name, field, jump) of each leaf module's output, in call order."""
+def _fields(model: nn.Module, size: tuple[int, ...]) -> list[tuple[str, float, float, float]]:
+    """(module name, field, jump, start) of each leaf module's output, in call order."""
     names = {m: n for n, m in model.named_modules()}
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, float, float, float]] = []
     x = torch.zeros(size, device=next(model.parameters(), torch.zeros(())).device)
     with torch.no_grad():
         trace = _FieldTrace(x, size[-2])
@@ -162,7 +167,9 @@ def explain(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *, rece
     ``receptive_field``, ``field`` (the side, in input pixels, of the square a unit of that output can see: the
     theoretical field, which may exceed the image; ``inf`` after a global pooling, which sees every pixel; NaN
     off the grid, in a token sequence or a vector, where which positions an operation mixes is not known) and
-    ``jump`` (input pixels between neighbouring units). ``table.attrs["figure"]`` holds a
+    ``jump`` (input pixels between neighbouring units) and ``start`` (the input coordinate, in pixels from the
+    top-left pixel's centre, of the centre of the first unit's field; unit ``i``'s is ``start + i * jump``, and
+    it is negative where padding centres it outside the image). ``table.attrs["figure"]`` holds a
     two-panel figure (where the parameters and MACs are; how the field grows), unless ``figure=False``."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"explain() takes an nn.Module, got {type(model).__name__}")
@@ -176,12 +183,12 @@ def explain(model: nn.Module, input_size: Sequence[int] = (3, 224, 224), *, rece
         if len(size) != 4:
             raise ExplainError("a receptive field needs an image input (C, H, W)")
         found, seen = {}, {}
-        for name, f, j in _fields(model, size):
+        for name, *traced in _fields(model, size):
             seen[name] = seen.get(name, -1) + 1
-            found[(name, seen[name])] = (f, j)
+            found[(name, seen[name])] = traced
         occurrence = table.groupby("name").cumcount()
-        table["field"] = [found.get((n, k), (math.nan, math.nan))[0] for n, k in zip(table["name"], occurrence)]
-        table["jump"] = [found.get((n, k), (math.nan, math.nan))[1] for n, k in zip(table["name"], occurrence)]
+        for i, column in enumerate(("field", "jump", "start")):
+            table[column] = [found.get((n, k), (math.nan,) * 3)[i] for n, k in zip(table["name"], occurrence)]
     if figure:
         table.attrs["figure"] = _figure(table, model, size)
     return table

@@ -48,6 +48,8 @@ def test_the_traced_field_is_the_measured_one(seed):
     rf = empirical_receptive_field(model, (1, 1, 96, 96), layer=str(len(model) - 1))
     assert not rf.clipped, "the test input is large enough to hold the field"
     assert t.iloc[-1]["field"] == rf.size[0], f"{model}: traced {t.iloc[-1]['field']}, measured {rf.size}"
+    # where the field sits: the centre unit's field is centred on start + i * jump
+    assert rf.center[0] == t.iloc[-1]["start"] + rf.unit[0] * t.iloc[-1]["jump"], f"{model}: {rf}"
 
 
 class _Residual(nn.Module):

@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                      "lib.counting", "lib.scratch", "lib.plot", "lib.gradients", "lib.leaderboard", "lib.tuning",
                      "lib.baseline", "lib._versions")),
     ("models", ("lib.models",)),
-    ("analysis", ("lib.analysis", "lib.explain")),
+    ("analysis", ("lib.analysis", "lib.explain", "lib.explore")),
     ("transfer and experiments", ("lib.transfer", "lib.experiments", "lib.drills")),
 )
 

@@ -129,15 +129,34 @@ def _refresh_static(app, exception):
             shutil.copyfile(source, target)
 
 
+def _explorable_scripts(app, pagename, templatename, context, doctree):
+    if "course-explorable" in (context.get("body") or ""):
+        app.add_js_file("plotly.min.js", priority=510, loading_method="defer")
+        app.add_js_file("explorable.js", priority=511, loading_method="defer")
+
+
+def _plotly_js(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    import plotly  # the pinned package ships the plotly.js it was made for
+
+    source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    target = Path(app.outdir) / "_static" / "plotly.min.js"
+    if not target.is_file() or target.stat().st_size != source.stat().st_size or target.read_bytes() != source.read_bytes():
+        shutil.copyfile(source, target)
+
+
 def setup(app):
     app.add_css_file("course.css")
     app.add_js_file("drills.js", loading_method="defer")
     app.connect("config-inited", _add_static)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("html-page-context", _default_mode)
+    app.connect("html-page-context", _explorable_scripts)
     app.connect("build-finished", _pin_published_notebooks)
     app.add_config_value("course_published_branch", "gh-pages", "html")
     app.connect("html-page-context", _pin_launch_buttons, priority=600)
     app.connect("env-get-outdated", _rewrite_on_a_new_commit)
     app.connect("build-finished", _refresh_static)
+    app.connect("build-finished", _plotly_js)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
