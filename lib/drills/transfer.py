@@ -20,7 +20,7 @@ from lib.drills._core import Question, drill
 from lib.models.resnet import resnet_cifar
 
 # Width of the pooled features the head reads (the in_features of torchvision's last nn.Linear).
-FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "densenet121": 1024,
+POOLED_FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "densenet121": 1024,
             "mobilenet_v2": 1280, "efficientnet_b0": 1280}
 # torchvision's ResNets: block type and blocks per stage (He et al. 2015, Table 1); stage i has width 64·2^i.
 RESNETS = {"resnet18": ("basic", (2, 2, 2, 2)), "resnet34": ("basic", (3, 4, 6, 3)),
@@ -79,8 +79,8 @@ def _resnet_stage(name: str, i: int) -> tuple[int, int, str]:
 
 @drill("transfer", "Trainable parameters of a linear probe")
 def linear_probe_params(rng: random.Random) -> Question:
-    name, k = rng.choice(list(FEATURES)), rng.choice(CLASSES)
-    d = FEATURES[name]
+    name, k = rng.choice(list(POOLED_FEATURES)), rng.choice(CLASSES)
+    d = POOLED_FEATURES[name]
     total = d * k + k
 
     def measure():
@@ -96,7 +96,7 @@ def linear_probe_params(rng: random.Random) -> Question:
 @drill("transfer", "Trainable parameters with the last stages unfrozen")
 def unfreeze_last_stages(rng: random.Random) -> Question:
     name, k, last = rng.choice(list(RESNETS)), rng.choice(CLASSES), rng.choice([1, 2])
-    d, stages = FEATURES[name], [f"layer{i}" for i in range(5 - last, 5)]
+    d, stages = POOLED_FEATURES[name], [f"layer{i}" for i in range(5 - last, 5)]
     counted = [_resnet_stage(name, i - 1) for i in range(5 - last, 5)]
     total = sum(p for p, _, _ in counted) + d * k + k
 
@@ -117,8 +117,8 @@ def unfreeze_last_stages(rng: random.Random) -> Question:
 
 @drill("transfer", "Fraction of the parameters a new head trains")
 def head_fraction(rng: random.Random) -> Question:
-    name, k = rng.choice(list(FEATURES)), rng.choice(CLASSES)
-    d, imagenet = FEATURES[name], _imagenet_params(name)
+    name, k = rng.choice(list(POOLED_FEATURES)), rng.choice(CLASSES)
+    d, imagenet = POOLED_FEATURES[name], _imagenet_params(name)
     total = imagenet - (d * 1000 + 1000) + d * k + k
     pct = _sig(100 * (d * k + k) / total)
 
@@ -171,8 +171,8 @@ def _feature_width_and_bytes(name: str) -> tuple[int, int]:
 
 @drill("transfer", "Size of a cached feature matrix")
 def cached_features_mb(rng: random.Random) -> Question:
-    name, n = rng.choice(list(FEATURES)), rng.choice([1000, 2500, 5000, 10000, 25000, 50000, 60000, 1281167])
-    d = FEATURES[name]
+    name, n = rng.choice(list(POOLED_FEATURES)), rng.choice([1000, 2500, 5000, 10000, 25000, 50000, 60000, 1281167])
+    d = POOLED_FEATURES[name]
     mb = _sig(n * d * 4 / 1e6)
 
     def measure():
@@ -189,8 +189,8 @@ def cached_features_mb(rng: random.Random) -> Question:
 
 @drill("transfer", "Parameters removed by a new head")
 def replace_head_saving(rng: random.Random) -> Question:
-    name, k = rng.choice(list(FEATURES)), rng.choice(CLASSES)
-    d = FEATURES[name]
+    name, k = rng.choice(list(POOLED_FEATURES)), rng.choice(CLASSES)
+    d = POOLED_FEATURES[name]
     saved = (1000 - k) * (d + 1)
 
     def measure():
@@ -259,7 +259,7 @@ def _body(name: str) -> nn.Module:
 def last_stage_size(rng: random.Random) -> Question:
     name = rng.choice(["resnet18", "resnet34", "resnet50"])
     h, w = rng.choice([64, 96, 128, 160, 200, 224, 256, 288, 300, 320, 384]), rng.choice([96, 128, 224, 256, 320, 500])
-    c, fh, fw = FEATURES[name], math.ceil(h / 32), math.ceil(w / 32)
+    c, fh, fw = POOLED_FEATURES[name], math.ceil(h / 32), math.ceil(w / 32)
     values = c * fh * fw
 
     def measure():
@@ -277,8 +277,8 @@ def last_stage_size(rng: random.Random) -> Question:
 
 @drill("transfer", "Parameters of a two-layer MLP head")
 def mlp_head_params(rng: random.Random) -> Question:
-    name, hidden, k, bn = rng.choice(list(FEATURES)), rng.choice([128, 256, 512, 1024]), rng.choice(CLASSES), rng.random() < 0.5
-    d = FEATURES[name]
+    name, hidden, k, bn = rng.choice(list(POOLED_FEATURES)), rng.choice([128, 256, 512, 1024]), rng.choice(CLASSES), rng.random() < 0.5
+    d = POOLED_FEATURES[name]
     total = d * hidden + hidden + (2 * hidden if bn else 0) + hidden * k + k
     norm = " + 2h (BatchNorm)" if bn else ""
 
@@ -329,7 +329,7 @@ def gradual_unfreezing(rng: random.Random) -> Question:
 @drill("transfer", "Training memory of weights, gradients and Adam")
 def adam_memory(rng: random.Random) -> Question:
     name, k, what = rng.choice(list(RESNETS)), rng.choice(CLASSES), rng.choice(["fc", "layer4 and fc", "everything"])
-    d = FEATURES[name]
+    d = POOLED_FEATURES[name]
     params = _imagenet_params(name) - (d * 1000 + 1000) + d * k + k
     trained = {"fc": d * k + k, "layer4 and fc": _resnet_stage(name, 3)[0] + d * k + k, "everything": params}[what]
     mb = _sig((4 * params + 12 * trained) / 1e6)
