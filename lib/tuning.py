@@ -3,13 +3,14 @@
 A value chosen at the edge of its grid (the largest learning rate tried, say) is a warning: a value
 outside the grid might have done better, so the setting is under-tuned and any comparison it enters is
 partly a comparison of tuning. :func:`choose` returns the choice with its edge; :func:`tune` extends the
-grid past an edge until the optimum is inside it (or records why it stopped); :func:`record_choices`
+grid past an edge until the optimum is inside it (or records why it stopped), and :func:`tune_all` does it for
+several settings in rounds that an experiment runs in parallel; :func:`record_choices`
 reads the choices a committed experiment record made, and :func:`edge_note` writes the sentence a page
 shows about them (``tests/test_evidence.py`` fails when a page loads a record with an edge choice and
 does not show it)::
 
     c = choose({1e-3: 0.81, 3e-3: 0.84, 1e-2: 0.86})   # Choice(value=0.01, edge='high', ...)
-    c.at_edge, next_values(c.grid, c.edge)               # True, [0.0316...]: try a larger rate
+    c.at_edge, next_values(c.grid, c.edge)               # True, [0.03]: try a larger rate
 """
 from __future__ import annotations
 
@@ -57,12 +58,27 @@ def choose(scores: Mapping[float, float | None], *, name: str = "value", higher_
     valid = {float(v): float(s) for v, s in scores.items() if s is not None and math.isfinite(float(s))}
     if not valid:
         raise ValueError(f"choose({name}): no value of the grid {sorted(scores)} has a finite score")
-    best = (max if higher_is_better else min)(valid, key=valid.__getitem__)
+    best = (max if higher_is_better else min)(sorted(valid), key=valid.__getitem__)  # ties: the smaller value
     return Choice(name, best, {float(v): s for v, s in scores.items()}, higher_is_better, param=param)
 
 
+def _on_1_3_series(v: float) -> bool:
+    """True for 1, 3, 10, 30, ... times a power of ten (0.003, 0.01, 0.3)."""
+    mantissa = v / 10 ** math.floor(math.log10(v) + 1e-9)
+    return any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1.0, 3.0))
+
+
+def _snap_1_3(v: float) -> float:
+    """The value of the 1-3 series nearest to ``v`` in log scale (0.0316 -> 0.03, 9.5e-5 -> 1e-4)."""
+    e = math.floor(math.log10(v))
+    candidates = [m * 10.0 ** k for k in (e - 1, e, e + 1) for m in (1.0, 3.0)]
+    return float(f"{min(candidates, key=lambda c: abs(math.log(c / v))):.6g}")
+
+
 def next_values(grid: Sequence[float], edge: str | None, n: int = 1) -> list[float]:
-    """``n`` values past ``edge`` of a geometric grid, at the grid's own step (1e-3, 3e-3, 1e-2 -> 3.16e-2)."""
+    """``n`` values past ``edge`` of a geometric grid, at the grid's own step (1e-3, 1e-2 -> 1e-1, 1); a grid on
+    the half-decade series 1, 3, 10, 30 (the usual learning-rate grid) goes on along it (1e-3, 3e-3, 1e-2 ->
+    3e-2, 1e-1)."""
     g = sorted(float(v) for v in grid)
     if edge is None or n < 1:
         return []
@@ -70,7 +86,10 @@ def next_values(grid: Sequence[float], edge: str | None, n: int = 1) -> list[flo
         raise ValueError(f"next_values needs a positive geometric grid of two or more values, got {list(grid)}")
     step = (g[-1] / g[0]) ** (1 / (len(g) - 1))
     start, factor = (g[-1], step) if edge == "high" else (g[0], 1 / step)
-    return [start * factor ** (i + 1) for i in range(n)]
+    out = [start * factor ** (i + 1) for i in range(n)]
+    if all(_on_1_3_series(v) for v in g):
+        out = [_snap_1_3(v) for v in out]
+    return out
 
 
 def tune(evaluate: Callable[[float], float | None], grid: Sequence[float], *, name: str = "value",
@@ -87,6 +106,42 @@ def tune(evaluate: Callable[[float], float | None], grid: Sequence[float], *, na
         c = choose(scores, name=name, higher_is_better=higher_is_better, param=param)
     stopped = f"still at the edge after {len(added)} extension(s) (the limit)" if c.at_edge else ""
     return Choice(name, c.value, scores, higher_is_better, tuple(added), stopped, param)
+
+
+def tune_all(evaluate: Callable[[list[tuple[str, float]]], Mapping[tuple[str, float], float | None]],
+             names: Sequence[str], grid: Sequence[float], *, higher_is_better: bool = True, max_extensions: int = 2,
+             param: str = "learning rate") -> dict[str, Choice]:
+    """:func:`tune` for several settings at once, in rounds, so that an experiment can run each round's trainings
+    in parallel: ``evaluate(pairs)`` scores a list of (name, value) pairs and returns {(name, value): score}.
+
+    Round 0 is the whole ``grid`` for every name; each further round (at most ``max_extensions``) adds, for every
+    name whose best value sits at an edge of its grid, the next value past that edge (:func:`next_values`)."""
+    scores: dict[str, dict[float, float | None]] = {n: {} for n in names}
+
+    def score(pairs: list[tuple[str, float]]) -> None:
+        got = evaluate(pairs)
+        for name, value in pairs:
+            scores[name][float(value)] = got[(name, value)]
+
+    score([(n, float(v)) for n in names for v in grid])
+    added: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(max_extensions):
+        todo = []
+        for n in names:
+            c = choose(scores[n], name=n, higher_is_better=higher_is_better, param=param)
+            if c.at_edge:
+                todo.append((n, next_values(c.grid, c.edge)[0]))
+        if not todo:
+            break
+        score(todo)
+        for n, v in todo:
+            added[n].append(v)
+    out = {}
+    for n in names:
+        c = choose(scores[n], name=n, higher_is_better=higher_is_better, param=param)
+        stopped = f"still at the edge after {len(added[n])} extension(s) (the limit)" if c.at_edge else ""
+        out[n] = Choice(n, c.value, scores[n], higher_is_better, tuple(added[n]), stopped, param)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------

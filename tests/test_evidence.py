@@ -31,8 +31,30 @@ def test_choose_reports_the_edge():
 
 def test_next_values_continue_the_grid_geometrically():
     assert tuning.next_values([1e-3, 1e-2, 1e-1], "high", 2) == pytest.approx([1.0, 10.0])
-    assert tuning.next_values([3e-4, 1e-3, 3e-3], "low") == pytest.approx([3e-4 / math.sqrt(1e-3 / 3e-4 * 3e-3 / 1e-3)])
+    assert tuning.next_values([2e-4, 1e-3, 5e-3], "low") == pytest.approx([4e-5])
+    # a grid on the half-decade series goes on along it
+    assert tuning.next_values([3e-4, 1e-3, 3e-3], "low", 2) == [1e-4, 3e-5]
+    assert tuning.next_values([1e-3, 3e-3, 1e-2], "high", 3) == [3e-2, 1e-1, 3e-1]
     assert tuning.next_values([1e-3, 1e-2], None) == []
+
+
+def test_tune_all_extends_each_setting_like_tune_in_rounds():
+    peaks = {"a": -1.3, "b": -2.6, "c": 0.4}      # log10 of each setting's best value
+    rounds = []
+
+    def evaluate(pairs):
+        rounds.append(sorted(pairs))
+        return {(n, v): -abs(math.log10(v) - peaks[n]) for n, v in pairs}
+
+    got = tuning.tune_all(evaluate, list(peaks), [1e-3, 3e-3, 1e-2], max_extensions=3)
+    for name, peak in peaks.items():
+        alone = tuning.tune(lambda v, peak=peak: -abs(math.log10(v) - peak), [1e-3, 3e-3, 1e-2], name=name,
+                            max_extensions=3)
+        assert got[name] == alone
+    assert got["a"].extended == (3e-2, 1e-1) and not got["a"].at_edge
+    assert got["b"].value == 3e-3 and got["b"].extended == ()
+    assert got["c"].at_edge and got["c"].extended == (3e-2, 1e-1, 3e-1) and "limit" in got["c"].stopped
+    assert len(rounds) == 4 and rounds[1] == [("a", 3e-2), ("c", 3e-2)] and rounds[3] == [("c", 3e-1)]
 
 
 def test_tune_extends_the_grid_until_the_optimum_is_inside():

@@ -399,7 +399,12 @@ def test_pooling_shift_quick_run_writes_a_record_and_resumes(tmp_path, monkeypat
     path = experiments.run("pooling_shift", quick=True, out_dir=tmp_path)
     record = json.loads(path.read_text())
     res, cfg = record["results"], pooling_shift.QUICK
-    assert len(res["grid"]) == len(cfg["variants"]) * len(cfg["lrs"]) * len(cfg["seeds"])
+    extensions = sum(len(v) for v in res["extended"].values())
+    assert len(res["grid"]) == (len(cfg["variants"]) * len(cfg["lrs"]) + extensions) * len(cfg["seeds"])
+    for kind, added in res["extended"].items():   # extended only past an edge the best sat on, at most max_extensions
+        assert len(added) <= cfg["max_extensions"]
+        assert (pooling_shift.choose_lr(res["grid"], kind) in (min(cfg["lrs"] + tuple(added)), max(cfg["lrs"] + tuple(added)))) \
+            == (kind in res["stopped_at_edge"])
     assert len({r["steps"] for r in res["grid"]}) == 1, "every variant gets the same number of steps"
     assert {(r["variant"], r["seed"]) for r in res["runs"]} == {(k, s) for k in cfg["variants"] for s in cfg["seeds"]}
     for r in res["runs"]:

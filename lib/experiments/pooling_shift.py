@@ -1,4 +1,4 @@
-"""Pooling and shifts: five downsampling variants of SimpleCNN, each tuned on a 3-rate grid and trained over 3 seeds, then shift-tested on all 10,000 test images.
+"""Pooling and shifts: five downsampling variants of SimpleCNN, each tuned on a grid of rates that brackets its best and trained over 3 seeds, then shift-tested on all 10,000 test images.
 
 The pooling chapter asks whether pooling makes a network shift-invariant. One seed on a test subset
 cannot rank the variants (the seed-to-seed spread is of the order of the differences), and a shift
@@ -9,7 +9,9 @@ that crops the image mixes occlusion with the shift. This experiment therefore:
   MaxBlurPool), and max pooling with a flatten head instead of global average pooling;
 * gives every variant the same budget and the same tuning: Adam with a cosine schedule, the same
   images in the same order per seed, the same number of steps, and the learning rate chosen from the
-  same grid by the mean *validation* accuracy over the seeds (the test set chooses nothing);
+  same grid by the mean *validation* accuracy over the seeds (the test set chooses nothing); a variant whose
+  best rate sits at an edge of the grid gets the next rate past that edge, up to ``max_extensions`` times
+  (``lib.tuning.tune_all``), so that the chosen rate lies inside the grid or the record says it does not;
 * places every 28x28 image on a 36x36 canvas of background (4 pixels on each side), for training and
   testing alike, so that a shift of up to 4 pixels moves the garment inside the canvas and loses no
   pixel (:func:`place`; the run asserts it);
@@ -23,9 +25,9 @@ that crops the image mixes occlusion with the shift. This experiment therefore:
   re-measure one of the numbers.
 
 Runs are one thread each, in ``CNN_COURSE_WORKERS`` worker processes (default: the CPU cores, at most 4;
-45 short trainings and 15 shift tests); every finished training and shift test is kept
+45 short trainings, 3 more per extension, and 15 shift tests); every finished training and shift test is kept
 under ``<out_dir>/pooling_shift.parts/`` until the end, so an interrupted run resumes where it stopped.
-``--quick`` trains on 256 images for one epoch, two rates and two seeds, and tests 512 images.
+``--quick`` trains on 256 images for one epoch, two rates (and one extension) and two seeds, and tests 512 images.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from lib.experiments import _runner as runner
 from lib.experiments._runner import Config, Part, config_key
 from lib.models.simple import SimpleCNN
 from lib.train import evaluate, fit, seed_everything
+from lib.tuning import choose, tune_all
 
 VARIANTS = ("max", "avg", "strided conv", "max + blur", "max (flatten head)")
 PAD = 4                          # canvas margin on each side: 28 -> 36, and the largest lossless shift
@@ -54,7 +57,8 @@ PAD = 4                          # canvas margin on each side: 28 -> 36, and the
 class ShiftRun(Config):
     variants: tuple[str, ...] = VARIANTS
     seeds: tuple[int, ...] = (0, 1, 2)           # initial weights and batch order; the images stay the same
-    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # the grid every variant is tuned on (mean validation accuracy)
+    lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)  # the first grid every variant is tuned on (mean validation accuracy)
+    max_extensions: int = 2                      # times a variant's grid is extended past an edge its best sits on
     train_subset: int | None = 12_000
     val_subset: int | None = None                # None: all 5,000 validation images
     test_subset: int | None = None               # None: all 10,000 test images
@@ -69,7 +73,8 @@ class ShiftRun(Config):
 
 
 FULL = ShiftRun()
-QUICK = replace(FULL, seeds=(0, 1), lrs=(1e-3, 3e-3), train_subset=256, val_subset=256, test_subset=512, epochs=1)
+QUICK = replace(FULL, seeds=(0, 1), lrs=(1e-3, 3e-3), max_extensions=1, train_subset=256, val_subset=256,
+                test_subset=512, epochs=1)
 
 
 class BlurPool2d(nn.Module):
@@ -135,12 +140,17 @@ def train_one(kind: str, lr: float, seed: int, cfg: dict) -> tuple[dict, dict]:
                               generator=torch.Generator().manual_seed(seed))  # the order changes with the seed
     seed_everything(seed)
     model = variant(kind, width=cfg["width"], image_size=28 + 2 * pad)
-    history = fit(model, train_loader, None, epochs=cfg["epochs"], lr=lr, optimizer=cfg["optimizer"],
-                  schedule=cfg["schedule"], device="cpu", progress=False)
+    steps = cfg["epochs"] * len(train_loader)
+    try:
+        history = fit(model, train_loader, None, epochs=cfg["epochs"], lr=lr, optimizer=cfg["optimizer"],
+                      schedule=cfg["schedule"], device="cpu", progress=False)
+    except FloatingPointError as e:  # a rate past the edge may diverge: it scores nothing and is never chosen
+        return {"variant": kind, "lr": lr, "seed": seed, "val_accuracy": None, "diverged": str(e),
+                "steps": steps}, model.state_dict()
     val = evaluate(model, DataLoader(val_set, batch_size=500))
     summary = {"variant": kind, "lr": lr, "seed": seed, "val_accuracy": round(val["acc"], 5),
                "train_accuracy_last_epoch": round(history.last("train_acc"), 5),
-               "steps": cfg["epochs"] * len(train_loader), "train_seconds": round(history.seconds, 1)}
+               "steps": steps, "train_seconds": round(history.seconds, 1)}
     return summary, model.state_dict()
 
 
@@ -213,22 +223,31 @@ def _parts(stage: str, jobs: list[tuple[str, float, int]], cfg: dict, out_dir: P
                  artifact=_weights(k, lr, s, cfg, out_dir) if stage == "train" else None) for k, lr, s in jobs]
 
 
+def mean_val(grid: list[dict], kind: str, lr: float) -> float | None:
+    """The mean validation accuracy of ``kind`` at ``lr`` over the seeds; None if a seed diverged."""
+    scores = [r["val_accuracy"] for r in grid if r["variant"] == kind and r["lr"] == lr]
+    return None if not scores or None in scores else sum(scores) / len(scores)
+
+
 def choose_lr(grid: list[dict], kind: str) -> float:
     """The rate of ``kind`` with the best mean validation accuracy over the seeds (ties: the smaller rate)."""
-    by_lr: dict[float, list[float]] = {}
-    for r in grid:
-        if r["variant"] == kind:
-            by_lr.setdefault(r["lr"], []).append(r["val_accuracy"])
-    return max(sorted(by_lr), key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
+    return choose({r["lr"]: mean_val(grid, kind, r["lr"]) for r in grid if r["variant"] == kind}, name=kind).value
 
 
 def run(*, quick: bool, out_dir: Path) -> dict:
     cfg = QUICK if quick else FULL
     out_dir = Path(out_dir)
     workers = runner.default_workers()
-    grid = runner.run_parts("pooling_shift", _parts("train", [(k, lr, s) for k in cfg["variants"] for lr in cfg["lrs"]
-                                                             for s in cfg["seeds"]], cfg, out_dir), out_dir)
-    chosen = {k: choose_lr(grid, k) for k in cfg["variants"]}
+    grid: list[dict] = []
+
+    def train_round(pairs: list[tuple[str, float]]) -> dict[tuple[str, float], float | None]:
+        jobs = [(k, lr, s) for k, lr in pairs for s in cfg["seeds"]]
+        grid.extend(runner.run_parts("pooling_shift", _parts("train", jobs, cfg, out_dir), out_dir))
+        return {(k, lr): mean_val(grid, k, lr) for k, lr in pairs}
+
+    # the first grid for every variant, then the next rate past the edge for each variant whose best sits there
+    choices = tune_all(train_round, list(cfg["variants"]), cfg["lrs"], max_extensions=cfg["max_extensions"])
+    chosen = {k: c.value for k, c in choices.items()}
     tests = runner.run_parts("pooling_shift", _parts("shift", [(k, chosen[k], s) for k in cfg["variants"]
                                                               for s in cfg["seeds"]], cfg, out_dir), out_dir)
 
@@ -247,4 +266,6 @@ def run(*, quick: bool, out_dir: Path) -> dict:
     runner.remove_parts("pooling_shift", out_dir)
     return {"config": {**cfg.plain(), "canvas": size, "background": BACKGROUND},
             "workers": workers, "threads_per_worker": 1, "networks": networks, "chosen_lr": chosen,
+            "extended": {k: list(c.extended) for k, c in choices.items()},
+            "stopped_at_edge": {k: c.stopped for k, c in choices.items() if c.stopped},
             "grid": grid, "runs": runs, "artifacts": ["pooling_shift.pt"]}
