@@ -27,7 +27,9 @@ Fairness. A **validation split of the target task**: 100 images per class from t
 split (held out of the 60,000 training images; never the test set, and disjoint from every training
 draw). **Equal tuning effort**: every method gets the same grid of four Adam learning rates (``LRS``,
 weight decay 0, cosine schedule), trained on draw ``TUNE_SEED``; the rate with the best validation
-accuracy at the end of training is chosen (the record marks a choice at the grid's edge). **Equal
+accuracy at the end of training is chosen, and a method whose best rate sits at an edge of the grid gets the
+next rate past it, up to ``max_extensions`` times (``lib.tuning.tune_all``; the record marks a choice still at
+an edge). **Equal
 budget**: every method takes the same number of optimizer steps (``EPOCHS`` epochs of 16 batches of
 32: equal steps rather than training each to
 convergence, because convergence needs a stopping rule tuned per method, and equal steps is the budget
@@ -40,9 +42,9 @@ seed, and the **test set** (all 5,000 target test images) is used once per final
 Each final run of a method that changes the pretrained backbone also records its accuracy on the
 *source* classes' test images with the source head put back: how much of the old task it forgot.
 
-Cost: 16 tuning and 12 final network runs (gradual unfreezing's cheaper per step), 48 probe runs and
-their feature extraction: a half to three quarters of an hour on one core, depending on the machine's
-load (the record's provenance has the wall time, ``train_seconds_total`` the training time). Every run
+Cost: 16 tuning network runs and 12 final ones (gradual unfreezing's cheaper per step), 48 probe runs and
+their feature extraction, and the runs of each extended grid: a half to three quarters of an hour on one
+core, depending on the machine's load (the record's provenance has the wall time, ``train_seconds_total`` the training time). Every run
 is kept under ``<out_dir>/transfer_methods.parts/`` as soon as it finishes: an interrupted run
 continues with the runs still missing (the folder is removed at the end). One torch thread.
 ``--quick`` uses 16 images per class, 8 validation and 40 test images per class, 5 epochs and 2 seeds.
@@ -64,6 +66,7 @@ from lib.experiments import _runner as runner
 from lib.experiments._runner import Config, Part, config_key
 from lib.models import build
 from lib.records import code_state, load
+from lib.tuning import Choice, tune_all
 
 MODEL, MODEL_KWARGS = "resnet20", {"in_channels": 1, "num_classes": len(transfer.TARGET_CLASSES)}
 LRS = (3e-4, 1e-3, 3e-3, 1e-2)  # half-decades around Adam's usual 1e-3
@@ -77,7 +80,8 @@ class MethodsRun(Config):
     test_per_class: int | None = None      # None: all 1,000 test images of each target class
     batch_size: int = BATCH_SIZE
     epochs: int = EPOCHS                   # equal optimizer steps for every method
-    lrs: tuple[float, ...] = LRS           # the grid every method is tuned on
+    lrs: tuple[float, ...] = LRS           # the first grid every method is tuned on
+    max_extensions: int = 4                # times a method's grid is extended past an edge its best sits on
     decay: float = DECAY                   # discriminative rates: each earlier stage this much slower
     tune_seed: int = TUNE_SEED
     seeds: tuple[int, ...] = SEEDS
@@ -88,7 +92,7 @@ class MethodsRun(Config):
 
 
 FULL = MethodsRun()
-QUICK = replace(FULL, labels_per_class=16, val_per_class=8, test_per_class=40, epochs=5, seeds=(1, 2))
+QUICK = replace(FULL, labels_per_class=16, val_per_class=8, test_per_class=40, epochs=5, seeds=(1, 2), max_extensions=1)
 
 NETWORKS = ("from scratch", "fine-tuning", "discriminative LRs", "gradual unfreezing")
 PROBE_VARIANTS = {f"probe: {b} backbone, {bn} BN, {f} features": (b, bn, f)
@@ -334,15 +338,12 @@ def _probe_runs(todo: list[tuple[str, float]], seed: int, *, final: bool, cfg: d
     return out
 
 
-def _chosen(tuning: list[dict], method: str, lrs: list[float]) -> dict:
-    """The grid value with the best validation accuracy at the end of training (ties: the smaller rate)."""
-    rows = {r["lr"]: r for r in tuning if r["method"] == method}
-    finite = [lr for lr in lrs if rows[lr].get("val_acc") is not None]
-    if not finite:
-        raise RuntimeError(f"{method}: every learning rate of the grid diverged")
-    best = max(finite, key=lambda lr: (rows[lr]["val_acc"], -lr))
-    return {"lr": best, "val_acc": rows[best]["val_acc"], "at_grid_edge": best in (min(lrs), max(lrs)) and len(lrs) > 1,
-            "val_acc_by_lr": {f"{lr:g}": rows[lr].get("val_acc") for lr in lrs}}
+def _chosen(choice: Choice) -> dict:
+    """How the record keeps a method's choice: the rate with the best validation accuracy at the end of training
+    (ties: the smaller rate), every rate tried, and the rates added past the first grid's edge."""
+    return {"lr": choice.value, "val_acc": choice.scores[choice.value], "at_grid_edge": choice.at_edge,
+            "val_acc_by_lr": {f"{lr:g}": choice.scores[lr] for lr in choice.grid},
+            "extended": list(choice.extended), **({"stopped": choice.stopped} if choice.stopped else {})}
 
 
 def run(*, quick: bool, out_dir: Path) -> dict:
@@ -363,10 +364,17 @@ def _run(cfg: dict, parts: Parts, load) -> dict:
     common = dict(cfg=cfg, splits=splits, sets=sets, backbone=backbone)
     lrs, s0 = cfg["lrs"], cfg["tune_seed"]
 
-    print(f"tuning on seed {s0}: {len(lrs)} learning rates per method", flush=True)
-    tuning = _probe_runs([(v, lr) for v in PROBE_VARIANTS for lr in lrs], s0, final=False, parts=parts, **common)
-    tuning += _networks("tune", [(m, lr, s0) for m in NETWORKS for lr in lrs], parts, common)
-    chosen = {m: _chosen(tuning, m, lrs) for m in (*NETWORKS, *PROBE_VARIANTS)}
+    print(f"tuning on seed {s0}: {len(lrs)} learning rates per method, then more past an edge", flush=True)
+    tuning: list[dict] = []
+
+    def tune_round(pairs: list[tuple[str, float]]) -> dict[tuple[str, float], float | None]:
+        rows = _probe_runs([(m, lr) for m, lr in pairs if m in PROBE_VARIANTS], s0, final=False, parts=parts, **common)
+        rows += _networks("tune", [(m, lr, s0) for m, lr in pairs if m in NETWORKS], parts, common)
+        tuning.extend(rows)
+        return {(r["method"], r["lr"]): r.get("val_acc") for r in rows}
+
+    choices = tune_all(tune_round, [*NETWORKS, *PROBE_VARIANTS], lrs, max_extensions=cfg["max_extensions"])
+    chosen = {m: _chosen(c) for m, c in choices.items()}
 
     print(f"final runs on seeds {cfg['seeds']} at the chosen rates", flush=True)
     runs = []
