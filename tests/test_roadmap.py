@@ -215,5 +215,13 @@ def test_quick_run_writes_a_record(tmp_path, name):
     assert [(r["variant"], r["seed"]) for r in runs] == [(v, s) for v in variants for s in cfg["seeds"]]
     for r in runs:
         assert 0 <= r["val_acc"] <= 1 and r["val_images"] == cfg["val_subset"] and r["macs"] > 0
+    if name == "linear_bottleneck":   # each version tuned on validation with a seed of its own, then tested once
+        chosen, tuning = record["results"]["chosen"], record["results"]["tuning"]
+        assert {r["seed"] for r in tuning} == {cfg["tune_seed"]} and cfg["tune_seed"] not in cfg["seeds"]
+        assert all("test_acc" not in r for r in tuning) and all(r["test_images"] == cfg["test_subset"] for r in runs)
+        for r in runs:
+            c = chosen[r["variant"]]
+            best = max(sorted(float(k) for k in c["val_acc_by_lr"]), key=lambda lr: c["val_acc_by_lr"][f"{lr:g}"])
+            assert r["lr"] == c["lr"] == best and len(c["extended"]) <= cfg["max_extensions"]
     with pytest.raises(ValueError, match="--quick"):
         experiments.load(name, results_dir=tmp_path)
