@@ -147,12 +147,18 @@ def tune_all(evaluate: Callable[[list[tuple[str, float]]], Mapping[tuple[str, fl
 # --------------------------------------------------------------------------------------------------------
 # The choices a committed record made (results/<name>.json, see lib.experiments)
 # --------------------------------------------------------------------------------------------------------
-def _grid_scores(rows: Iterable[Mapping], key: str, name: str, score: str) -> dict[float, list[float]]:
-    out: dict[float, list[float]] = {}
+def _grid_scores(rows: Iterable[Mapping], key: str, name: str, score: str) -> dict[float, list[float | None]]:
+    """Every rate ``name`` was trained at, with its runs' scores (None for a run that diverged)."""
+    out: dict[float, list[float | None]] = {}
     for r in rows:
-        if r.get(key) == name and r.get(score) is not None:
-            out.setdefault(float(r["lr"]), []).append(float(r[score]))
+        if r.get(key) == name:
+            out.setdefault(float(r["lr"]), []).append(None if r.get(score) is None else float(r[score]))
     return out
+
+
+def _mean(scores: list[float | None]) -> float | None:
+    """The mean of a rate's runs; None when one of them diverged (that rate is never chosen)."""
+    return None if None in scores else sum(scores) / len(scores)
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,7 @@ def record_choices(record: Mapping) -> list[Choice]:
             out = []
             for name, lr in fmt.names(res).items():
                 runs = _grid_scores(res[fmt.rows], fmt.key, name, fmt.score)
-                out.append(Choice(name, float(lr), {v: sum(s) / len(s) for v, s in runs.items()}))
+                out.append(Choice(name, float(lr), {v: _mean(s) for v, s in runs.items()}))
             return out
     return []
 

@@ -141,3 +141,11 @@ def test_the_baseline_is_tuned_on_validation_and_measured_on_test():
     assert b.train_images == 500 and b.val_images == 200 and b.test_images == 200
     assert b.val_acc == max(s for s in b.penalty.scores.values()) and b.test_acc > 0.9
     assert not b.penalty.at_edge or b.penalty.stopped, "tune extends the grid past an edge"
+
+
+def test_a_diverged_rate_closes_the_grid_in_a_record():
+    """A rate past the edge that diverged (val None) did worse: the record's choice below it is inside the grid."""
+    rows = [{"variant": "a", "lr": lr, "val_accuracy": v} for lr, v in
+            [(1e-2, 0.80), (1e-2, 0.82), (3e-2, 0.85), (3e-2, 0.86), (1e-1, None), (1e-1, 0.5)]]
+    c, = tuning.record_choices({"results": {"chosen_lr": {"a": 3e-2}, "grid": rows}})
+    assert c.grid == (1e-2, 3e-2, 1e-1) and c.scores[1e-1] is None and c.value == 3e-2 and not c.at_edge
