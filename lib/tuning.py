@@ -46,6 +46,14 @@ class Choice:
     def at_edge(self) -> bool:
         return self.edge is not None
 
+    def as_record(self) -> dict:
+        """How an experiment record keeps the choice of a learning rate (the layout :func:`record_choices` reads):
+        the rate, its validation score, whether it sits at an edge, every rate tried with its score, and the rates
+        added past the first grid's edge (with why it stopped, if it is still at one)."""
+        return {"lr": self.value, "val_acc": self.scores[self.value], "at_grid_edge": self.at_edge,
+                "val_acc_by_lr": {f"{v:g}": self.scores[v] for v in self.grid}, "extended": list(self.extended),
+                **({"stopped": self.stopped} if self.stopped else {})}
+
     def describe(self) -> str:
         grid = ", ".join(f"{v:g}" for v in self.grid)
         where = f"at the {'top' if self.edge == 'high' else 'bottom'} of its grid" if self.at_edge else "inside its grid"

@@ -149,3 +149,11 @@ def test_a_diverged_rate_closes_the_grid_in_a_record():
             [(1e-2, 0.80), (1e-2, 0.82), (3e-2, 0.85), (3e-2, 0.86), (1e-1, None), (1e-1, 0.5)]]
     c, = tuning.record_choices({"results": {"chosen_lr": {"a": 3e-2}, "grid": rows}})
     assert c.grid == (1e-2, 3e-2, 1e-1) and c.scores[1e-1] is None and c.value == 3e-2 and not c.at_edge
+
+
+def test_a_choice_kept_in_a_record_reads_back_the_same():
+    c = tuning.tune(lambda lr: -abs(math.log10(lr) + 1.3), [1e-4, 1e-3, 1e-2], name="m")
+    record = {"results": {"chosen": {"m": c.as_record()}}}
+    back, = tuning.record_choices(record)
+    assert (back.value, back.grid, back.at_edge) == (c.value, c.grid, c.at_edge)
+    assert record["results"]["chosen"]["m"]["extended"] == list(c.extended) and "stopped" not in record["results"]["chosen"]["m"]

@@ -32,7 +32,7 @@ from lib.experiments.convnext_roadmap import Recipe, train_network
 from lib.models import mobilenet_v2
 from lib.models.blocks import InvertedResidual
 from lib.train import evaluate, seed_everything
-from lib.tuning import Choice, tune_all
+from lib.tuning import tune_all
 
 VARIANTS = ("linear", "relu6")  # the paper's block; a ReLU6 after the projection
 
@@ -91,12 +91,6 @@ def _parts(stage: str, jobs: list[tuple[str, float, int]], cfg: BottleneckRun) -
                  {"final": stage == "final"}, label=f"{stage} {v} lr {lr:g} seed {s}") for v, lr, s in jobs]
 
 
-def _chosen(c: Choice) -> dict:
-    return {"lr": c.value, "val_acc": c.scores[c.value], "at_grid_edge": c.at_edge,
-            "val_acc_by_lr": {f"{lr:g}": c.scores[lr] for lr in c.grid}, "extended": list(c.extended),
-            **({"stopped": c.stopped} if c.stopped else {})}
-
-
 def run(*, quick: bool, out_dir: Path) -> dict:
     cfg = QUICK if quick else FULL
     out_dir = Path(out_dir)
@@ -116,4 +110,4 @@ def run(*, quick: bool, out_dir: Path) -> dict:
             "model": "mobilenet_v2(num_classes=10, in_channels=1, small_input=True)",
             "blocks_changed": add_projection_relu(build("linear")), "threads_per_worker": 1,
             "workers": runner.default_workers(), "tuning": tuning,
-            "chosen": {v: _chosen(c) for v, c in choices.items()}, "runs": runs}
+            "chosen": {v: c.as_record() for v, c in choices.items()}, "runs": runs}

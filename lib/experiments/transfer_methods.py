@@ -66,7 +66,7 @@ from lib.experiments import _runner as runner
 from lib.experiments._runner import Config, Part, config_key
 from lib.models import build
 from lib.records import code_state, load
-from lib.tuning import Choice, tune_all
+from lib.tuning import tune_all
 
 MODEL, MODEL_KWARGS = "resnet20", {"in_channels": 1, "num_classes": len(transfer.TARGET_CLASSES)}
 LRS = (3e-4, 1e-3, 3e-3, 1e-2)  # half-decades around Adam's usual 1e-3
@@ -338,14 +338,6 @@ def _probe_runs(todo: list[tuple[str, float]], seed: int, *, final: bool, cfg: d
     return out
 
 
-def _chosen(choice: Choice) -> dict:
-    """How the record keeps a method's choice: the rate with the best validation accuracy at the end of training
-    (ties: the smaller rate), every rate tried, and the rates added past the first grid's edge."""
-    return {"lr": choice.value, "val_acc": choice.scores[choice.value], "at_grid_edge": choice.at_edge,
-            "val_acc_by_lr": {f"{lr:g}": choice.scores[lr] for lr in choice.grid},
-            "extended": list(choice.extended), **({"stopped": choice.stopped} if choice.stopped else {})}
-
-
 def run(*, quick: bool, out_dir: Path) -> dict:
     cfg = QUICK if quick else FULL
     threads = torch.get_num_threads()
@@ -374,7 +366,7 @@ def _run(cfg: dict, parts: Parts, load) -> dict:
         return {(r["method"], r["lr"]): r.get("val_acc") for r in rows}
 
     choices = tune_all(tune_round, [*NETWORKS, *PROBE_VARIANTS], lrs, max_extensions=cfg["max_extensions"])
-    chosen = {m: _chosen(c) for m, c in choices.items()}
+    chosen = {m: c.as_record() for m, c in choices.items()}
 
     print(f"final runs on seeds {cfg['seeds']} at the chosen rates", flush=True)
     runs = []
