@@ -103,6 +103,11 @@ def glance_fragment(result: dict, toc_docs: set[str]) -> str:
     rows = []
     if "setup_s" in result:
         rows.append(("fresh setup: `make setup` and `make data`", _cell(result["setup_s"] + result.get("data_s", 0))))
+    elif "earlier_setup" in result:   # skipped this time: the last measurement, said to be one
+        e = result["earlier_setup"]
+        rows.append(("fresh setup: `make setup` and `make data`",
+                     _cell(e["setup_s"] + e.get("data_s", 0), note=f"not measured again: from {e['measured_at'][:10]}, "
+                                                                     f"commit `{e['commit'][:10]}`")))
     if "cold_build_s" in result:
         error = (result.get("cold_build_error") or "").splitlines()
         failed_nb = [ln.split(":")[0] for ln in error if "Executing notebook failed" in ln]
@@ -175,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         if not clone.exists():
             subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True)
         result: dict = {"provenance": provenance(clone), "targets_s": TARGETS, "skipped": args.skip}
+        earlier = json.loads(args.json.read_text()) if args.json and args.json.is_file() else {}
+        if "setup" in args.skip and ("setup_s" in earlier or "earlier_setup" in earlier):
+            result["earlier_setup"] = earlier.get("earlier_setup") or {
+                "setup_s": earlier["setup_s"], "data_s": earlier.get("data_s", 0),
+                "measured_at": earlier["provenance"]["measured_at"], "commit": earlier["provenance"]["commit"]}
         print(f"benchmarking commit {result['provenance']['commit'][:10]} in {clone} (logs: {logs})", flush=True)
         if "setup" not in args.skip:
             print("fresh setup: make setup ...", flush=True)
